@@ -1,0 +1,163 @@
+"""Console adapter: try threadline with only an OpenAI key. Same core path as the chat platforms.
+
+Each input line is a message in the current thread. ``/new`` starts a new thread, ``/attach PATH`` adds a file
+to the next message, ``/quit`` exits; ``/reset``, ``/model``, ``/usage`` and ``/help`` are the shared commands.
+With stdin not a terminal, it answers each line in order and exits 0 at end of input. The current thread is the
+console thread used last, so a restart with the same database continues the same conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import mimetypes
+import sys
+import uuid
+from pathlib import Path
+from typing import TextIO
+
+from bot.errors import AttachmentError
+from bot.runtime import Runtime
+from bot.types import Attachment, IncomingMessage, OutgoingFile, ThreadKey, kind_for_mime
+
+PLATFORM = "console"
+
+
+class ConsoleReply:
+    """Renders one answer: text streams to stdout, status lines and saved-file notes go to stderr."""
+
+    def __init__(self, out: TextIO, err: TextIO, files_dir: Path, *, show_status: bool) -> None:
+        self.out, self.err, self.files_dir, self.show_status = out, err, files_dir, show_status
+        self._started = False
+
+    async def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self.out.write("threadline> ")
+            self.out.flush()
+
+    async def append(self, delta: str) -> None:
+        self.out.write(delta)
+        self.out.flush()
+
+    async def attach(self, part: OutgoingFile) -> None:
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        path = self.files_dir / f"{uuid.uuid4().hex[:8]}-{Path(part.filename).name}"
+        await asyncio.to_thread(path.write_bytes, part.data)
+        self.out.write(f"\n[{part.kind.value} saved to {path}]")
+        self.out.flush()
+
+    async def set_status(self, status: str) -> None:
+        if self.show_status:
+            self.err.write(f"… {status}\n")
+            self.err.flush()
+
+    async def finish(self) -> None:
+        self.out.write("\n")
+        self.out.flush()
+
+    async def fail(self, message: str) -> None:
+        prefix = "\n" if self._started else "threadline> "
+        self.out.write(f"{prefix}⚠ {message}\n")
+        self.out.flush()
+
+
+def file_attachment(path_text: str) -> Attachment:
+    """An attachment that reads the file only when the engine needs it."""
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise AttachmentError(f"No such file: {path}")
+    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+
+    async def fetch() -> bytes:
+        return await asyncio.to_thread(path.read_bytes)
+
+    return Attachment(kind_for_mime(mime), mime, path.name, path.stat().st_size, fetch)
+
+
+class ConsoleAdapter:
+    name = PLATFORM
+
+    def __init__(
+        self, runtime: Runtime, *, stdin: TextIO | None = None, out: TextIO | None = None, err: TextIO | None = None
+    ) -> None:
+        self.runtime = runtime
+        self.stdin = stdin or sys.stdin
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.interactive = self.stdin.isatty()
+        self.user = _user_name()
+        self.files_dir = Path.cwd() / "threadline-files"
+        self.thread = runtime.store.latest_thread_id(PLATFORM) or "main"
+        self._pending: list[Attachment] = []
+        self._closed = False
+
+    def key(self) -> ThreadKey:
+        return ThreadKey(PLATFORM, "local", "console", self.thread)
+
+    async def run(self) -> None:
+        if self.interactive:
+            self.err.write("threadline console: type a message, /help for commands, /quit to exit.\n")
+        while not self._closed:
+            if self.interactive:
+                self.err.write("you> ")
+                self.err.flush()
+            line = await asyncio.to_thread(self.stdin.readline)
+            if not line:
+                break
+            text = line.rstrip("\n")
+            if not text.strip():
+                continue
+            if text.startswith("/"):
+                if not await self._command(text):
+                    break
+                continue
+            await self._turn(text)
+        await self.runtime.turns.wait_idle()
+
+    async def _turn(self, text: str) -> None:
+        attachments, self._pending = tuple(self._pending), []
+        message = IncomingMessage(key=self.key(), user_id=self.user, text=text, attachments=attachments)
+        reply = ConsoleReply(self.out, self.err, self.files_dir, show_status=self.interactive)
+        done = await self.runtime.turns.submit(message, reply)
+        if done is not None:
+            await done
+
+    async def _command(self, text: str) -> bool:
+        """Run a slash command; False means quit."""
+        name, _, arg = text[1:].partition(" ")
+        name = name.lower()
+        if name in {"quit", "exit"}:
+            return False
+        if name == "new":
+            self.thread = uuid.uuid4().hex[:12]
+            self._pending = []
+            self.out.write("(new thread started)\n")
+        elif name == "attach":
+            try:
+                self._pending.append(await asyncio.to_thread(file_attachment, arg.strip()))
+                self.out.write(f"(attached {arg.strip()} to your next message)\n")
+            except AttachmentError as exc:
+                self.out.write(f"⚠ {exc}\n")
+        else:
+            self.out.write(await self.runtime.commands.run(text[1:], key=self.key(), user_id=self.user) + "\n")
+        self.out.flush()
+        return True
+
+    async def close(self) -> None:
+        self._closed = True
+
+
+def _user_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "console-user"
+
+
+def build(runtime: Runtime) -> ConsoleAdapter:
+    return ConsoleAdapter(runtime)
+
+
+async def doctor_checks(runtime: Runtime) -> list[tuple[bool, str]]:
+    return [(True, "console adapter needs no credentials")]

@@ -1,0 +1,123 @@
+"""``threadline run | doctor | --version``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from bot import __version__
+from bot.doctor import run_doctor
+from bot.errors import StartupError
+from bot.logging_setup import setup_logging
+from bot.runtime import Runtime, open_runtime
+from bot.settings import Settings
+
+log = logging.getLogger("threadline")
+
+ADAPTERS = ("console", "slack", "discord")
+
+
+def configured_adapters(settings: Settings) -> list[str]:
+    """Every adapter whose credentials are set; the console when none is."""
+    names = [
+        name for name, ok in (("slack", settings.slack_configured), ("discord", settings.discord_configured)) if ok
+    ]
+    return names or ["console"]
+
+
+def load_adapter_module(name: str) -> Any:
+    return importlib.import_module(f"adapters.{name}")
+
+
+async def serve(settings: Settings, names: Sequence[str]) -> int:
+    async with open_runtime(settings) as runtime:
+        adapters = [load_adapter_module(name).build(runtime) for name in names]
+        return await _run_adapters(runtime, adapters)
+
+
+async def _run_adapters(runtime: Runtime, adapters: list[Any]) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(adapter.run(), name=f"adapter:{adapter.name}") for adapter in adapters]
+    stopper = asyncio.create_task(stop.wait())
+    pending: set[asyncio.Task[Any]] = set(tasks)
+    code = 0
+    try:
+        while pending and not stop.is_set():
+            done, _ = await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {stopper}:
+                pending.discard(task)
+                exc = task.exception()
+                if isinstance(exc, StartupError):
+                    print(f"threadline: {exc}", file=sys.stderr)
+                    code = 1
+                    stop.set()
+                elif exc is not None:
+                    log.error("adapter %s stopped with an error", task.get_name(), exc_info=exc)
+                    code = 1
+                    stop.set()
+    finally:
+        for adapter in adapters:
+            with contextlib.suppress(Exception):
+                await adapter.close()
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        stopper.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(runtime.turns.wait_idle(), timeout=10)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="threadline", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"threadline {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="start every configured adapter (the console when none is configured)")
+    run.add_argument(
+        "--adapter",
+        action="append",
+        choices=ADAPTERS,
+        help="start this adapter (repeatable); default: every adapter whose credentials are set",
+    )
+    sub.add_parser("doctor", help="check the OpenAI key, models, database and adapters")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return 2
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"threadline: invalid settings: {problems}", file=sys.stderr)
+        return 2
+    setup_logging(settings)
+    if args.command == "doctor":
+        return asyncio.run(run_doctor(settings, load_adapter_module))
+    names = args.adapter or configured_adapters(settings)
+    try:
+        return asyncio.run(serve(settings, names))
+    except StartupError as exc:
+        print(f"threadline: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,65 @@
+"""Chat commands shared by every adapter: help, reset, model, usage.
+
+Slack's ``/threadline``, Discord's slash commands and the console's ``/…`` lines all land here, so the answers
+are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from bot.protocols import TurnEngine
+from bot.settings import Settings
+from bot.store import Store
+from bot.types import ThreadKey
+
+HELP = (
+    "*threadline* answers when you mention it, in its threads and in DMs. Attach images, voice notes or files.\n"
+    "Commands: `help` (this text), `reset` (the next message starts a fresh conversation), "
+    "`model` (show the model) or `model NAME` (set it for this channel), `usage` (your tokens this month)."
+)
+
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+
+
+def month_start(now: datetime | None = None) -> float:
+    now = now or datetime.now(UTC)
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+class Commands:
+    def __init__(self, *, settings: Settings, store: Store, engine: TurnEngine) -> None:
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+
+    def model_for(self, platform: str, channel: str) -> str:
+        return self.store.channel_model(platform, channel) or self.settings.model
+
+    async def run(self, text: str, *, key: ThreadKey, user_id: str) -> str:
+        """Run one command line (``reset``, ``model gpt-x``…) and return the reply text."""
+        name, _, arg = text.strip().partition(" ")
+        name, arg = name.lower().lstrip("/"), arg.strip()
+        if name in {"", "help"}:
+            return HELP
+        if name == "reset":
+            await self.engine.forget(str(key))
+            return "Done: the next message here starts a new conversation."
+        if name == "model":
+            return self._model(key, arg)
+        if name == "usage":
+            turns, tokens_in, tokens_out = self.store.usage_since(key.platform, user_id, month_start())
+            return (
+                f"This month you used {tokens_in + tokens_out:,} tokens "
+                f"({tokens_in:,} in, {tokens_out:,} out) over {turns:,} turns."
+            )
+        return f"Unknown command `{name}`. {HELP}"
+
+    def _model(self, key: ThreadKey, arg: str) -> str:
+        if not arg:
+            return f"This channel uses `{self.model_for(key.platform, key.channel)}`."
+        if not _MODEL_ID.match(arg):
+            return "That doesn't look like a model id (letters, digits, `.`, `-`, `_`, `:` and `/` only)."
+        self.store.set_channel_model(key.platform, key.channel, arg)
+        return f"This channel now uses `{arg}` for new turns."

@@ -1,0 +1,275 @@
+"""The engine on OpenAI Conversations + Responses: one conversation per platform thread, streamed turns.
+
+Thread memory lives on OpenAI's side; the store keeps only thread key → conversation id. Each turn sends just
+the new message, so request size stays flat as a thread grows.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+
+import httpx2
+import openai
+from openai import AsyncOpenAI
+
+from bot.attachments_in import AttachmentReader, TurnInput
+from bot.errors import UserFacingError
+from bot.media import audio_duration
+from bot.openai_errors import api_error_message, terminal_event_error
+from bot.protocols import ReplyStream
+from bot.settings import Settings
+from bot.store import Store, UsageRow
+from bot.types import IncomingMessage, OutgoingFile, PartKind
+
+log = logging.getLogger("threadline.engine")
+
+TTS_INPUT_LIMIT = 4096
+CONTEXT_LOST_NOTE = "_(I had lost this thread's earlier context, so I started a fresh conversation.)_\n\n"
+
+_STATUS_BY_ITEM = {
+    "code_interpreter_call": "running code…",
+    "image_generation_call": "drawing…",
+    "file_search_call": "searching the files…",
+    "web_search_call": "searching the web…",
+    "function_call": "working…",
+    "reasoning": "thinking…",
+}
+
+
+class _ConversationGone(Exception):
+    """The server no longer knows the stored conversation id."""
+
+
+class _TurnRender:
+    """Per-turn rendering state: makes sure ``start`` precedes any output, and collects the text."""
+
+    def __init__(self, reply: ReplyStream) -> None:
+        self.reply = reply
+        self.started = False
+        self.text: list[str] = []
+        self.citations: list[tuple[str, str, str]] = []
+
+    async def ensure_started(self) -> None:
+        if not self.started:
+            self.started = True
+            await self.reply.start()
+
+    async def append(self, delta: str) -> None:
+        if delta:
+            await self.ensure_started()
+            self.text.append(delta)
+            await self.reply.append(delta)
+
+    async def attach(self, part: OutgoingFile) -> None:
+        await self.ensure_started()
+        await self.reply.attach(part)
+
+
+class ConversationsEngine:
+    def __init__(self, *, settings: Settings, store: Store, client: AsyncOpenAI) -> None:
+        self.settings = settings
+        self.store = store
+        self.client = client
+        self.attachments = AttachmentReader(settings=settings, store=store, client=client)
+
+    async def forget(self, key_text: str) -> None:
+        self.store.forget_conversation(key_text)
+
+    def model_for(self, message: IncomingMessage) -> str:
+        return self.store.channel_model(message.key.platform, message.key.channel) or self.settings.model
+
+    async def run_turn(self, message: IncomingMessage, reply: ReplyStream) -> None:
+        model = self.model_for(message)
+        await reply.set_status("thinking…")
+        turn = await self._guard(self.attachments.build(message, reply), model)
+        render = _TurnRender(reply)
+        conversation = await self._conversation(message, model)
+        try:
+            await self._respond(conversation, model, turn, message, render)
+        except _ConversationGone:
+            log.warning("conversation %s is gone on the server; starting a new one", conversation)
+            conversation = await self._conversation(message, model, fresh=True)
+            await render.append(CONTEXT_LOST_NOTE)
+            try:
+                await self._respond(conversation, model, turn, message, render)
+            except _ConversationGone as exc:
+                raise UserFacingError("OpenAI lost this conversation twice in a row. Please try again.") from exc
+        await self._speak_if_wanted(turn, render, model)
+        await render.ensure_started()
+        await reply.finish()
+
+    async def _guard(self, call: Any, model: str) -> Any:
+        try:
+            return await call
+        except openai.OpenAIError as exc:
+            raise UserFacingError(api_error_message(exc, model=model)) from exc
+
+    async def _conversation(self, message: IncomingMessage, model: str, *, fresh: bool = False) -> str:
+        key = str(message.key)
+        record = None if fresh else self.store.thread(key)
+        if record and record.conversation_id:
+            return record.conversation_id
+        metadata = {
+            "platform": message.key.platform,
+            "workspace": message.key.workspace[:512],
+            "channel": message.key.channel[:512],
+            "thread": message.key.thread[:512],
+        }
+        conversation = await self._guard(self.client.conversations.create(metadata=metadata), model)
+        self.store.save_conversation(
+            key,
+            platform=message.key.platform,
+            channel=message.key.channel,
+            conversation_id=conversation.id,
+            model=model,
+        )
+        return str(conversation.id)
+
+    def _tools(self, turn: TurnInput) -> list[dict[str, Any]]:
+        tools: list[dict[str, Any]] = []
+        for name in self.settings.tools:
+            if name == "code_interpreter":
+                tools.append(
+                    {
+                        "type": "code_interpreter",
+                        "container": {"type": "auto", "file_ids": turn.code_file_ids},
+                    }
+                )
+            elif name == "image_generation":
+                tools.append({"type": "image_generation", "model": self.settings.image_model, "partial_images": 1})
+            elif name == "web_search":
+                tools.append({"type": "web_search"})
+            else:
+                log.warning("unknown tool %r in settings ignored", name)
+        return tools
+
+    async def _respond(
+        self, conversation: str, model: str, turn: TurnInput, message: IncomingMessage, render: _TurnRender
+    ) -> None:
+        request: dict[str, Any] = {
+            "model": model,
+            "conversation": conversation,
+            "instructions": self.settings.instructions,
+            "input": [{"role": "user", "content": turn.content}],
+            "stream": True,
+        }
+        tools = self._tools(turn)
+        if tools:
+            request["tools"] = tools
+        try:
+            stream = await self.client.responses.create(**request)
+            completed = False
+            async for event in stream:
+                completed = await self._on_event(event, message, model, render) or completed
+        except openai.NotFoundError as exc:
+            if "conversation" in str(exc).lower():
+                raise _ConversationGone(conversation) from exc
+            raise UserFacingError(api_error_message(exc, model=model)) from exc
+        except openai.OpenAIError as exc:
+            raise UserFacingError(api_error_message(exc, model=model)) from exc
+        except httpx2.HTTPError as exc:
+            log.warning("stream from OpenAI broke: %s", type(exc).__name__)
+            raise UserFacingError("The connection to OpenAI dropped mid-answer. Please ask again.") from exc
+        if not completed:
+            raise UserFacingError("The answer stopped before it was complete. Please ask again.")
+        self.store.touch(str(message.key))
+        for container_id, file_id, filename in render.citations:
+            await self._attach_container_file(render, container_id, file_id, filename)
+
+    async def _on_event(self, event: Any, message: IncomingMessage, model: str, render: _TurnRender) -> bool:
+        """Handle one stream event; True when the response completed (possibly cut short)."""
+        kind = event.type
+        if kind == "response.output_text.delta":
+            await render.append(event.delta)
+        elif kind == "response.output_item.added":
+            status = _STATUS_BY_ITEM.get(event.item.type)
+            if status:
+                await render.reply.set_status(status)
+        elif kind == "response.output_item.done" and event.item.type == "image_generation_call":
+            result = getattr(event.item, "result", None)
+            if result:
+                fmt = getattr(event.item, "output_format", None) or "png"
+                data = base64.b64decode(result)
+                await render.attach(OutgoingFile(PartKind.IMAGE, f"image.{fmt}", f"image/{fmt}", data))
+        elif kind == "response.output_text.annotation.added":
+            ann = event.annotation
+            if isinstance(ann, dict) and ann.get("type") == "container_file_citation":
+                render.citations.append((ann["container_id"], ann["file_id"], ann.get("filename") or "file"))
+        elif kind == "response.completed":
+            self._record_usage(event.response, message, model)
+            return True
+        elif kind == "response.incomplete":
+            self._record_usage(event.response, message, model)
+            details = getattr(event.response, "incomplete_details", None)
+            reason = getattr(details, "reason", None) or "unknown"
+            if reason == "max_output_tokens":
+                await render.append("\n\n_(The answer was cut short: it reached the length limit.)_")
+            else:
+                await render.append(f"\n\n_(The answer was cut short: {reason}.)_")
+            return True
+        elif kind == "response.failed":
+            error = getattr(event.response, "error", None)
+            raise terminal_event_error("failed", getattr(error, "code", None), getattr(error, "message", None))
+        elif kind == "error":
+            raise terminal_event_error(
+                "reported an error", getattr(event, "code", None), getattr(event, "message", None)
+            )
+        return False
+
+    def _record_usage(self, response: Any, message: IncomingMessage, model: str) -> None:
+        usage = getattr(response, "usage", None)
+        if usage is None:
+            return
+        self.store.record_usage(
+            UsageRow(
+                platform=message.key.platform,
+                user=message.user_id,
+                channel=message.key.channel,
+                thread=message.key.thread,
+                model=getattr(response, "model", None) or model,
+                input_tokens=int(usage.input_tokens or 0),
+                output_tokens=int(usage.output_tokens or 0),
+            )
+        )
+
+    async def _attach_container_file(self, render: _TurnRender, container_id: str, file_id: str, filename: str) -> None:
+        try:
+            content = await self.client.containers.files.content.retrieve(file_id, container_id=container_id)
+            data = await content.aread()
+        except openai.OpenAIError as exc:
+            log.warning("could not fetch container file %s: %s", file_id, type(exc).__name__)
+            await render.append(f"\n\n_(I made {filename} but could not fetch it.)_")
+            return
+        is_image = filename.lower().endswith((".png", ".jpg", ".jpeg", ".gif", ".webp"))
+        kind = PartKind.IMAGE if is_image else PartKind.FILE
+        mime = (
+            f"image/{filename.rsplit('.', 1)[-1].lower().replace('jpg', 'jpeg')}"
+            if is_image
+            else "application/octet-stream"
+        )
+        await render.attach(OutgoingFile(kind, filename, mime, data, title=filename))
+
+    async def _speak_if_wanted(self, turn: TurnInput, render: _TurnRender, model: str) -> None:
+        mode = self.settings.voice_replies
+        if mode == "never" or (mode == "auto" and not turn.had_voice):
+            return
+        text = "".join(render.text).strip()
+        if not text:
+            return
+        await render.reply.set_status("recording a voice reply…")
+        try:
+            speech = await self.client.audio.speech.create(
+                model=self.settings.tts_model,
+                voice=self.settings.tts_voice,
+                input=text[:TTS_INPUT_LIMIT],
+                response_format="opus",
+            )
+            data = await speech.aread()
+        except openai.OpenAIError as exc:
+            log.warning("text-to-speech failed: %s", type(exc).__name__)
+            await render.append("\n\n_(I couldn't record a voice reply this time.)_")
+            return
+        part = OutgoingFile(PartKind.AUDIO, "reply.ogg", "audio/ogg", data, duration_secs=audio_duration(data))
+        await render.attach(part)

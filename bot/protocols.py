@@ -1,0 +1,48 @@
+"""The seams between the core and the platforms: what an adapter offers, and how a reply is rendered."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from bot.types import IncomingMessage, OutgoingFile
+
+
+@runtime_checkable
+class ReplyStream(Protocol):
+    """One answer being rendered on a platform, in the thread the message came from.
+
+    The engine calls ``start`` once, then any mix of ``append``/``attach``/``set_status``, then exactly one of
+    ``finish`` or ``fail``. ``fail`` may also come without ``start`` (nothing was said yet).
+    """
+
+    async def start(self) -> None: ...
+
+    async def append(self, delta: str) -> None: ...
+
+    async def attach(self, part: OutgoingFile) -> None: ...
+
+    async def set_status(self, status: str) -> None: ...
+
+    async def finish(self) -> None: ...
+
+    async def fail(self, message: str) -> None: ...
+
+
+class TurnEngine(Protocol):
+    """Backend-neutral turn interface: one incoming message in, one streamed reply out."""
+
+    async def run_turn(self, message: IncomingMessage, reply: ReplyStream) -> None: ...
+
+    async def forget(self, key_text: str) -> None:
+        """Drop the thread's model-side memory: the next message starts a new conversation."""
+        ...
+
+
+class Adapter(Protocol):
+    """A chat platform connection. ``run`` returns when the adapter stops (the console at end of input)."""
+
+    name: str
+
+    async def run(self) -> None: ...
+
+    async def close(self) -> None: ...

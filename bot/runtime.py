@@ -1,0 +1,54 @@
+"""The process-wide objects, built once and passed explicitly: settings, store, one OpenAI client, one HTTP
+session, the engine, the turn handler and the shared commands."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+from openai import AsyncOpenAI
+
+from bot.commands import Commands
+from bot.engine import ConversationsEngine
+from bot.settings import Settings
+from bot.store import Store
+from bot.turns import TurnHandler
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    settings: Settings
+    store: Store
+    openai: AsyncOpenAI
+    http: aiohttp.ClientSession
+    engine: ConversationsEngine
+    turns: TurnHandler
+    commands: Commands
+
+
+def build_openai_client(settings: Settings) -> AsyncOpenAI:
+    return AsyncOpenAI(
+        api_key=settings.openai_api_key.get_secret_value() or "missing-key",
+        base_url=settings.openai_base_url or None,
+        timeout=settings.openai_timeout_secs,
+        max_retries=settings.openai_max_retries,
+    )
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    store = Store(settings.database)
+    store.prune_events(settings.dedupe_retention_hours * 3600)
+    client = build_openai_client(settings)
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
+    try:
+        engine = ConversationsEngine(settings=settings, store=store, client=client)
+        commands = Commands(settings=settings, store=store, engine=engine)
+        turns = TurnHandler(settings=settings, store=store, engine=engine)
+        yield Runtime(settings, store, client, http, engine, turns, commands)
+    finally:
+        await http.close()
+        await client.close()
+        store.close()

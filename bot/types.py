@@ -1,0 +1,93 @@
+"""Platform-neutral core types. Adapters build these; the core never sees a raw platform payload."""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadKey:
+    """Identifies one platform thread, and so one model-side conversation."""
+
+    platform: str
+    workspace: str
+    channel: str
+    thread: str
+
+    def __str__(self) -> str:
+        return f"{self.platform}:{self.workspace}:{self.channel}:{self.thread}"
+
+    @classmethod
+    def parse(cls, text: str) -> ThreadKey:
+        platform, workspace, channel, thread = text.split(":", 3)
+        return cls(platform, workspace, channel, thread)
+
+
+class AttachmentKind(enum.StrEnum):
+    IMAGE = "image"
+    VOICE = "voice"  # a voice note: transcribe it, and answer with speech
+    AUDIO = "audio"  # an audio file: transcribe it
+    DOCUMENT = "document"  # PDF, text, spreadsheet…: give it to the model as a file
+    OTHER = "other"
+
+
+IMAGE_MIME_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
+
+
+def kind_for_mime(mime: str, *, voice: bool = False) -> AttachmentKind:
+    """Classify an attachment by MIME type; adapters pass ``voice`` when the platform marks a voice note."""
+    mime = mime.split(";", 1)[0].strip().lower()
+    if mime.startswith("image/"):
+        return AttachmentKind.IMAGE
+    if mime.startswith("audio/") or mime in {"video/mp4", "video/webm", "video/mpeg"}:
+        return AttachmentKind.VOICE if voice else AttachmentKind.AUDIO
+    if mime in {"application/octet-stream", ""}:
+        return AttachmentKind.OTHER
+    return AttachmentKind.DOCUMENT
+
+
+Fetch = Callable[[], Awaitable[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file sent with a message. ``fetch`` downloads it only when the engine needs the bytes."""
+
+    kind: AttachmentKind
+    mime: str
+    filename: str
+    size: int | None
+    fetch: Fetch = field(compare=False, repr=False)
+    duration_secs: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    key: ThreadKey
+    user_id: str
+    text: str
+    dedupe_keys: tuple[str, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
+    user_name: str = ""
+    is_dm: bool = False
+    user_roles: tuple[str, ...] = ()
+    received_at: float = field(default_factory=time.monotonic, compare=False)
+
+
+class PartKind(enum.StrEnum):
+    IMAGE = "image"
+    AUDIO = "audio"  # a spoken reply; adapters may send it as a native voice message
+    FILE = "file"
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingFile:
+    kind: PartKind
+    filename: str
+    mime: str
+    data: bytes = field(repr=False)
+    title: str = ""
+    duration_secs: float | None = None
