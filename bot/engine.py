@@ -158,11 +158,18 @@ class ConversationsEngine:
         tools = self._tools(turn)
         if tools:
             request["tools"] = tools
+        completed = False
+        streaming = False
         try:
             stream = await self.client.responses.create(**request)
-            completed = False
             async for event in stream:
+                streaming = True
                 completed = await self._on_event(event, message, model, render) or completed
+        except openai.APIConnectionError as exc:
+            if not streaming:
+                raise UserFacingError(api_error_message(exc, model=model)) from exc
+            log.warning("stream from OpenAI broke: %s", type(exc).__name__)
+            raise UserFacingError("The connection to OpenAI dropped mid-answer. Please ask again.") from exc
         except openai.NotFoundError as exc:
             if "conversation" in str(exc).lower():
                 raise _ConversationGone(conversation) from exc
@@ -195,8 +202,10 @@ class ConversationsEngine:
                 await render.attach(OutgoingFile(PartKind.IMAGE, f"image.{fmt}", f"image/{fmt}", data))
         elif kind == "response.output_text.annotation.added":
             ann = event.annotation
-            if isinstance(ann, dict) and ann.get("type") == "container_file_citation":
-                render.citations.append((ann["container_id"], ann["file_id"], ann.get("filename") or "file"))
+            if getattr(ann, "type", None) == "container_file_citation":
+                cited = (ann.container_id, ann.file_id, ann.filename or "file")
+                if cited not in render.citations:
+                    render.citations.append(cited)
         elif kind == "response.completed":
             self._record_usage(event.response, message, model)
             return True

@@ -84,9 +84,9 @@ class TurnHandler:
             log.warning("turn in %s ended with a user-facing error: %s", job.message.key, exc)
             await self._safe_fail(job.reply, str(exc))
         except TimeoutError:
-            log.warning("turn in %s timed out after %.0f s", job.message.key, timeout)
+            log.warning("turn in %s timed out after %g s", job.message.key, timeout)
             await self._safe_fail(
-                job.reply, f"That took longer than {timeout:.0f} seconds, so I stopped. Please try again."
+                job.reply, f"That took longer than {timeout:g} seconds, so I stopped. Please try again."
             )
         except asyncio.CancelledError:
             await self._safe_fail(job.reply, "I was stopped before I could finish this answer.")

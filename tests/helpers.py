@@ -19,3 +19,38 @@ def make_settings(tmp_path: Path, openai_base_url: str, **overrides: Any) -> Set
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+class RecordingReply:
+    """A ReplyStream that records what the engine sent, in order (the adapter side of the seam)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+        self.text = ""
+        self.files: list[object] = []
+        self.statuses: list[str] = []
+        self.failed: str | None = None
+        self.finished = False
+
+    async def start(self) -> None:
+        self.events.append(("start", None))
+
+    async def append(self, delta: str) -> None:
+        self.events.append(("append", delta))
+        self.text += delta
+
+    async def attach(self, part: object) -> None:
+        self.events.append(("attach", part))
+        self.files.append(part)
+
+    async def set_status(self, status: str) -> None:
+        self.events.append(("status", status))
+        self.statuses.append(status)
+
+    async def finish(self) -> None:
+        self.events.append(("finish", None))
+        self.finished = True
+
+    async def fail(self, message: str) -> None:
+        self.events.append(("fail", message))
+        self.failed = message

@@ -1,0 +1,46 @@
+"""Shared fixtures. Each fake's fixtures live in their own section; add yours below."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import openai
+import pytest
+
+from tests.fakes import spec
+from tests.fakes.openai_server import FakeOpenAI
+
+# --- OpenAI ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+async def openai_warm() -> str:
+    """Once per session: load the spec validator and make one streamed SDK call, so the SDK's pydantic
+    schemas (about 1 s on first use, design §5) are built before any test's timing starts."""
+    source = spec.validator().source
+    fake = FakeOpenAI()
+    client = openai.AsyncOpenAI(base_url=await fake.start(), api_key="warm-up", max_retries=0)
+    try:
+        conversation = await client.conversations.create(metadata={"warm": "up"})
+        stream = await client.responses.create(
+            model="gpt-6.2-sol", conversation=conversation.id, input="hi", stream=True
+        )
+        async for _event in stream:
+            pass
+    finally:
+        await client.close()
+        await fake.close()
+    return source
+
+
+@pytest.fixture
+async def fake_openai(openai_warm: str) -> AsyncIterator[FakeOpenAI]:
+    """A running FakeOpenAI (``fake_openai.base_url``). The test fails if any request broke OpenAI's spec;
+    a test that sends bad bodies on purpose clears ``fake_openai.violations`` after checking them."""
+    fake = FakeOpenAI()
+    await fake.start()
+    yield fake
+    await fake.close()
+    if fake.violations:
+        listed = "\n  ".join(fake.violations)
+        pytest.fail(f"requests to the fake OpenAI broke the spec ({openai_warm}):\n  {listed}", pytrace=False)

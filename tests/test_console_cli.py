@@ -1,0 +1,137 @@
+"""The CLI and console adapter as a new user meets them: a real `threadline` process against the fake OpenAI."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from adapters.console import ConsoleAdapter
+from bot.runtime import open_runtime
+from tests.fakes import media
+from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.helpers import make_settings
+
+
+def _env(tmp_path: Path, base_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "THREADLINE_", "SLACK_", "DISCORD_"))}
+    env.update(
+        OPENAI_BASE_URL=base_url,
+        OPENAI_API_KEY="sk-cli-secret-key",
+        THREADLINE_DATABASE=str(tmp_path / "db" / "threadline.db"),
+        THREADLINE_TOOLS="",
+        THREADLINE_OPENAI_MAX_RETRIES="0",
+    )
+    env.update(extra)
+    return env
+
+
+async def _threadline(tmp_path: Path, env: dict[str, str], *args: str, stdin: str = "") -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=tmp_path,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_version() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "--version", stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0 and out.decode().startswith("threadline ")
+
+
+async def test_piped_console_is_one_thread_and_survives_a_restart(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    env = _env(tmp_path, fake_openai.base_url)
+    code, out, err = await _threadline(tmp_path, env, "run", stdin="hello\nwhat did I just say?\n")
+    assert code == 0, err
+    answers = [line for line in out.splitlines() if line.startswith("threadline> ")]
+    assert len(answers) == 2
+    assert "hello" in answers[1], "the second answer knows the first turn"
+    (conv,) = fake_openai.conversations.values()
+    assert len(fake_openai.responses_for(conv.id)) == 2, "both turns went to one conversation"
+    assert "sk-cli-secret-key" not in out + err
+
+    code, out, err = await _threadline(tmp_path, env, "run", stdin="and now?\n")
+    assert code == 0, err
+    assert len(fake_openai.conversations) == 1, "a restart with the same database reuses the conversation"
+    assert len(fake_openai.responses_for(conv.id)) == 3
+    assert "what did I just say?" in out
+
+
+async def test_console_commands_new_attach_and_errors(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    picture = tmp_path / "cat.png"
+    picture.write_bytes(media.png(40, 30, (10, 200, 10)))
+    script = f"first thread\n/attach {picture}\nwhat is this?\n/attach {tmp_path}/missing.png\n/new\nsecond thread\n/usage\n"
+    fake_openai.script(Reply(text="one"), Reply(text="a green picture"), Reply(text="two"))
+    code, out, err = await _threadline(tmp_path, _env(tmp_path, fake_openai.base_url), "run", stdin=script)
+    assert code == 0, err
+    assert "threadline> a green picture" in out and "No such file" in out
+    assert len(fake_openai.conversations) == 2, "/new starts a new conversation"
+    first_conv = next(iter(fake_openai.conversations.values()))
+    bodies = fake_openai.responses_for(first_conv.id)
+    assert [p["type"] for p in bodies[1]["input"][0]["content"]] == ["input_text", "input_image"]
+    assert "This month you used" in out
+
+
+async def test_console_streams_text_as_it_arrives(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    writes: list[str] = []
+
+    class Recording(io.StringIO):
+        def write(self, s: str) -> int:
+            writes.append(s)
+            return super().write(s)
+
+    fake_openai.script(Reply(text="streaming answer in pieces", chunk=4))
+    async with open_runtime(make_settings(tmp_path, fake_openai.base_url)) as runtime:
+        out = Recording()
+        adapter = ConsoleAdapter(runtime, stdin=io.StringIO("go\n"), out=out, err=io.StringIO())
+        await adapter.run()
+    assert out.getvalue() == "threadline> streaming answer in pieces\n"
+    assert len([w for w in writes if w and w in "streaming answer in pieces"]) >= 5, "text arrives in deltas"
+
+
+async def test_model_error_does_not_stop_the_console(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(Reply(status=500), Reply(text="recovered"))
+    code, out, err = await _threadline(tmp_path, _env(tmp_path, fake_openai.base_url), "run", stdin="a\nb\n")
+    assert code == 0, err
+    assert "⚠ OpenAI had a server error" in out and "threadline> recovered" in out
+    assert "Traceback" not in out
+
+
+async def test_doctor_passes_against_a_good_setup(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    code, out, err = await _threadline(tmp_path, _env(tmp_path, fake_openai.base_url), "doctor")
+    assert code == 0, out + err
+    assert "key accepted" in out and "model gpt-6.2-sol (THREADLINE_MODEL) exists" in out and "writable" in out
+    assert "adapters configured: none (console only)" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"THREADLINE_MODEL": "gpt-nonexistent"}, "model gpt-nonexistent (THREADLINE_MODEL) is NOT in the models list"),
+        ({"OPENAI_API_KEY": "sk-wrong-key-123"}, "API key was rejected"),
+        ({"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}, "couldn't reach OpenAI"),
+        ({"THREADLINE_DATABASE": "/proc/threadline/forbidden.db"}, "is not writable"),
+    ],
+)
+async def test_doctor_fails_clearly(tmp_path: Path, fake_openai: FakeOpenAI, extra: dict[str, str], expected: str) -> None:
+    fake_openai.valid_keys = {"sk-cli-secret-key"}
+    code, out, err = await _threadline(tmp_path, _env(tmp_path, fake_openai.base_url, **extra), "doctor")
+    assert code == 1
+    assert expected in out, out + err
+    assert "Traceback" not in out + err and "sk-wrong-key-123" not in out + err
