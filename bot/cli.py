@@ -113,6 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings)
     if args.command == "doctor":
         return asyncio.run(run_doctor(settings, load_adapter_module))
+    if not settings.openai_api_key.get_secret_value() and not settings.openai_base_url:
+        print(
+            "threadline: OPENAI_API_KEY is not set. Export it (or put it in .env), "
+            "or set OPENAI_BASE_URL to a local OpenAI-compatible server.",
+            file=sys.stderr,
+        )
+        return 2
     names = args.adapter or configured_adapters(settings)
     try:
         return asyncio.run(serve(settings, names))

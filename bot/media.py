@@ -41,7 +41,7 @@ def normalize_image(data: bytes, filename: str) -> ImageData:
     try:
         with Image.open(io.BytesIO(data)) as probe:
             probe.verify()
-        image = Image.open(io.BytesIO(data))
+        image: Image.Image = Image.open(io.BytesIO(data))
         image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise AttachmentError(f"I couldn't read {filename} as an image: the file looks damaged.") from exc
@@ -63,13 +63,13 @@ def normalize_image(data: bytes, filename: str) -> ImageData:
 def audio_duration(data: bytes) -> float | None:
     """Duration in seconds of an encoded audio file, or None when it can't be decoded."""
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             stream = container.streams.audio[0]
             if container.duration:
                 return container.duration / 1_000_000
             if stream.duration and stream.time_base:
                 return float(stream.duration * stream.time_base)
-            samples = sum(frame.samples for frame in container.decode(stream))
+            samples = sum(int(frame.samples) for frame in container.decode(stream))
             return samples / stream.rate if stream.rate else None
     except (av.FFmpegError, IndexError, ValueError) as exc:
         log.info("could not measure audio duration: %s", exc)

@@ -37,7 +37,7 @@ class UsageRow:
 
 
 def _v1(db: sqlite_utils.Database) -> None:
-    db["threads"].create(
+    db.table("threads").create(
         {
             "key": str,
             "platform": str,
@@ -50,12 +50,12 @@ def _v1(db: sqlite_utils.Database) -> None:
         },
         pk="key",
     )
-    db["events"].create({"key": str, "seen_at": float}, pk="key")
-    db["events"].create_index(["seen_at"])
-    db["files"].create(
+    db.table("events").create({"key": str, "seen_at": float}, pk="key")
+    db.table("events").create_index(["seen_at"])
+    db.table("files").create(
         {"thread_key": str, "sha256": str, "file_id": str, "created_at": float}, pk=("thread_key", "sha256")
     )
-    db["usage"].create(
+    db.table("usage").create(
         {
             "id": int,
             "at": float,
@@ -69,8 +69,8 @@ def _v1(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["usage"].create_index(["platform", "user", "at"])
-    db["channel_models"].create({"platform": str, "channel": str, "model": str}, pk=("platform", "channel"))
+    db.table("usage").create_index(["platform", "user", "at"])
+    db.table("channel_models").create({"platform": str, "channel": str, "model": str}, pk=("platform", "channel"))
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]

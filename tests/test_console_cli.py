@@ -135,3 +135,10 @@ async def test_doctor_fails_clearly(tmp_path: Path, fake_openai: FakeOpenAI, ext
     assert code == 1
     assert expected in out, out + err
     assert "Traceback" not in out + err and "sk-wrong-key-123" not in out + err
+
+
+async def test_missing_key_is_a_clear_start_error(tmp_path: Path) -> None:
+    env = _env(tmp_path, "")
+    del env["OPENAI_BASE_URL"], env["OPENAI_API_KEY"]
+    code, out, err = await _threadline(tmp_path, env, "run", stdin="hi\n")
+    assert code == 2 and "OPENAI_API_KEY is not set" in err and "Traceback" not in err
