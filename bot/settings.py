@@ -87,11 +87,83 @@ class Settings(BaseSettings):
         default_factory=lambda: ["https://files.slack.com"],
         validation_alias=_alias("SLACK_FILE_ORIGINS", "slack_file_origins"),
     )
+    # HTTP mode listens on this address (with SLACK_HTTP_PORT); Slack posts events to /slack/events.
+    slack_http_host: str = Field(default="0.0.0.0", validation_alias=_alias("SLACK_HTTP_HOST", "slack_http_host"))
+    # Follow-ups in a thread the bot already answers need a new @mention when true.
+    slack_require_mention: bool = Field(
+        default=False, validation_alias=_alias("SLACK_REQUIRE_MENTION", "slack_require_mention")
+    )
+    # Stream answers with chat.startStream/appendStream/stopStream; false: post once, then chat.update.
+    slack_native_streaming: bool = Field(
+        default=True, validation_alias=_alias("SLACK_NATIVE_STREAMING", "slack_native_streaming")
+    )
+    # Shortest gap between two chat.appendStream calls of one answer (text in between is coalesced); the first
+    # text goes out at once. appendStream is rate-limited per workspace, so keep it near Slack's ~1/s cadence.
+    slack_stream_interval_secs: float = Field(
+        default=1.0, ge=0, validation_alias=_alias("SLACK_STREAM_INTERVAL_SECS", "slack_stream_interval_secs")
+    )
+    # Shortest gap between two chat.update edits of one message (the fallback when streaming is unavailable).
+    slack_update_interval_secs: float = Field(
+        default=1.0, ge=0, validation_alias=_alias("SLACK_UPDATE_INTERVAL_SECS", "slack_update_interval_secs")
+    )
+    # Longer answers are split into several messages of at most this many characters.
+    slack_message_limit: int = Field(
+        default=3900, ge=100, le=12000, validation_alias=_alias("SLACK_MESSAGE_LIMIT", "slack_message_limit")
+    )
+    # Suggested prompts shown when someone opens a new assistant thread; empty for none.
+    slack_suggested_prompts: CommaList = Field(
+        default_factory=lambda: [
+            "Summarize a document I attach",
+            "Draw a picture of an idea",
+            "Help me write a reply",
+        ],
+        validation_alias=_alias("SLACK_SUGGESTED_PROMPTS", "slack_suggested_prompts"),
+    )
 
     # --- Discord --------------------------------------------------------------------------------------------
     discord_bot_token: SecretStr | None = Field(default=None, validation_alias=_alias("DISCORD_BOT_TOKEN"))
     discord_api_base: str | None = Field(default=None, validation_alias=_alias("DISCORD_API_BASE"))
     discord_gateway_url: str | None = Field(default=None, validation_alias=_alias("DISCORD_GATEWAY_URL"))
+    # AutoShardedClient: one process runs every shard Discord recommends (large bots).
+    discord_sharded: bool = Field(default=False, validation_alias=_alias("DISCORD_SHARDED", "discord_sharded"))
+    # Guild ids to register slash commands in (instant); empty registers them globally (can take up to an hour).
+    discord_command_guilds: CommaList = Field(
+        default_factory=list, validation_alias=_alias("DISCORD_COMMAND_GUILDS", "discord_command_guilds")
+    )
+    # Register (bulk-overwrite) the slash commands at every start.
+    discord_sync_commands: bool = Field(
+        default=True, validation_alias=_alias("DISCORD_SYNC_COMMANDS", "discord_sync_commands")
+    )
+    # Seconds discord.py waits for the last GUILD_CREATE before it reports ready.
+    discord_guild_ready_timeout_secs: float = Field(
+        default=2.0,
+        ge=0,
+        validation_alias=_alias("DISCORD_GUILD_READY_TIMEOUT_SECS", "discord_guild_ready_timeout_secs"),
+    )
+    # Minimum seconds between two edits of one streamed message (text in between is coalesced).
+    discord_edit_interval_secs: float = Field(
+        default=1.0, ge=0, validation_alias=_alias("DISCORD_EDIT_INTERVAL_SECS", "discord_edit_interval_secs")
+    )
+    # At most this many sends+edits per channel within DISCORD_CHANNEL_WINDOW_SECS (Discord's observed limit).
+    discord_channel_max_writes: int = Field(
+        default=5, ge=1, validation_alias=_alias("DISCORD_CHANNEL_MAX_WRITES", "discord_channel_max_writes")
+    )
+    discord_channel_window_secs: float = Field(
+        default=5.0, gt=0, validation_alias=_alias("DISCORD_CHANNEL_WINDOW_SECS", "discord_channel_window_secs")
+    )
+    # The typing indicator lasts ~10 s on Discord; it is refreshed this often while a turn runs.
+    discord_typing_interval_secs: float = Field(
+        default=8.0, gt=0, validation_alias=_alias("DISCORD_TYPING_INTERVAL_SECS", "discord_typing_interval_secs")
+    )
+    # Minutes of inactivity before Discord archives a thread the bot creates (60, 1440, 4320 or 10080;
+    # other values are rounded up to one of these).
+    discord_thread_archive_minutes: int = Field(
+        default=1440, ge=1, validation_alias=_alias("DISCORD_THREAD_ARCHIVE_MINUTES", "discord_thread_archive_minutes")
+    )
+    # Reaction added to a message the bot has taken on; empty for none.
+    discord_ack_reaction: str = Field(
+        default="👀", validation_alias=_alias("DISCORD_ACK_REACTION", "discord_ack_reaction")
+    )
 
     @field_validator(
         "tools",
@@ -99,6 +171,8 @@ class Settings(BaseSettings):
         "allowed_channels",
         "allowed_roles",
         "slack_file_origins",
+        "slack_suggested_prompts",
+        "discord_command_guilds",
         mode="before",
         check_fields=False,
     )

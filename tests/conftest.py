@@ -8,6 +8,7 @@ import openai
 import pytest
 
 from tests.fakes import spec
+from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI
 
 # --- OpenAI ---------------------------------------------------------------------------------------
@@ -44,3 +45,14 @@ async def fake_openai(openai_warm: str) -> AsyncIterator[FakeOpenAI]:
     if fake.violations:
         listed = "\n  ".join(fake.violations)
         pytest.fail(f"requests to the fake OpenAI broke the spec ({openai_warm}):\n  {listed}", pytrace=False)
+
+
+# --- Discord ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def fake_discord() -> AsyncIterator[FakeDiscord]:
+    """A running fake Discord (REST + gateway): ``fake_discord.api_base``, ``.gateway_url``, ``.token``."""
+    fake = await FakeDiscord().start()
+    yield fake
+    await fake.close()

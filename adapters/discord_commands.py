@@ -1,0 +1,68 @@
+"""Slash commands: ``/ask`` runs a turn; ``/reset``, ``/model`` and ``/usage`` are the shared commands.
+
+Registered per guild when ``DISCORD_COMMAND_GUILDS`` lists guild ids (updates are instant), else globally.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import discord
+from discord import app_commands
+
+log = logging.getLogger("threadline.discord")
+
+
+class SlashHandler(Protocol):
+    async def ask(self, interaction: discord.Interaction, prompt: str, file: discord.Attachment | None) -> None: ...
+
+    async def command(self, interaction: discord.Interaction, line: str) -> None: ...
+
+
+def build_command_tree(client: discord.Client, handler: SlashHandler) -> app_commands.CommandTree[discord.Client]:
+    tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
+
+    @tree.command(name="ask", description="Ask threadline; the answer streams into a new thread")
+    @app_commands.describe(prompt="Your question", file="An image, voice note or file to go with it")
+    async def ask(interaction: discord.Interaction, prompt: str, file: discord.Attachment | None = None) -> None:
+        await handler.ask(interaction, prompt, file)
+
+    @tree.command(name="reset", description="Start a fresh conversation in this thread or DM")
+    async def reset(interaction: discord.Interaction) -> None:
+        await handler.command(interaction, "reset")
+
+    @tree.command(name="model", description="Show the model this channel uses, or set it")
+    @app_commands.describe(name="A model id to use in this channel from now on")
+    async def model(interaction: discord.Interaction, name: str | None = None) -> None:
+        await handler.command(interaction, f"model {name or ''}".strip())
+
+    @tree.command(name="usage", description="Your token usage this month")
+    async def usage(interaction: discord.Interaction) -> None:
+        await handler.command(interaction, "usage")
+
+    @tree.error
+    async def on_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        log.error("slash command /%s failed", interaction.command.name if interaction.command else "?", exc_info=error)
+        text = "⚠️ Sorry, that command failed on my side."
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException:
+            log.warning("could not report the failed command to the user")
+
+    return tree
+
+
+async def sync_commands(tree: app_commands.CommandTree[discord.Client], guild_ids: list[str]) -> str:
+    """Bulk-overwrite the commands per guild (instant) or globally; returns a line for the log."""
+    if not guild_ids:
+        synced = await tree.sync()
+        return f"registered {len(synced)} slash commands globally (Discord may take up to an hour to show them)"
+    for guild_id in guild_ids:
+        guild = discord.Object(id=int(guild_id))
+        tree.copy_global_to(guild=guild)
+        await tree.sync(guild=guild)
+    return f"registered the slash commands in guild(s) {', '.join(guild_ids)}"

@@ -1,0 +1,225 @@
+"""One answer rendered on Discord: the first words are posted at once, then the same message is edited with
+coalesced text at most once per ``edit_interval`` seconds, and the answer continues in new messages past 2,000
+characters. Every send and edit goes through the adapter's per-channel throttle. Files follow the text in order;
+spoken replies go out as native voice messages. The typing indicator runs from the first status to the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import discord
+
+from adapters.discord_throttle import ChannelThrottle
+from adapters.discord_voice import VoiceMessageError, send_voice_message
+from bot.text_split import split_message
+from bot.types import OutgoingFile, PartKind
+
+log = logging.getLogger("threadline.discord")
+
+MESSAGE_LIMIT = 2000
+EMPTY_ANSWER = "_(The model returned an empty answer.)_"
+
+OpenChannel = Callable[[], Awaitable[discord.abc.Messageable]]
+EarlyReply = Callable[[str], Awaitable[None]]
+
+
+def upload_limit(channel: object) -> int:
+    """Bytes one upload may have here: the guild's limit (boosts raise it), else Discord's default."""
+    guild = getattr(channel, "guild", None)
+    if guild is not None:
+        return int(guild.filesize_limit)
+    return discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1048576:.1f} MB"
+
+
+@dataclass
+class _Posted:
+    message: discord.Message
+    content: str
+    written_at: float
+
+
+class DiscordReply:
+    def __init__(
+        self,
+        *,
+        open_channel: OpenChannel,
+        throttle: ChannelThrottle,
+        http: discord.http.HTTPClient,
+        edit_interval: float,
+        typing_interval: float,
+        early_reply: EarlyReply | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._open = open_channel
+        self._throttle = throttle
+        self._http = http
+        self._edit_interval = edit_interval
+        self._typing_interval = typing_interval
+        self._early_reply = early_reply
+        self._clock = clock
+        self._channel_obj: discord.abc.Messageable | None = None
+        self._channel_lock = asyncio.Lock()
+        self._text = ""
+        self._posted: list[_Posted] = []
+        self._renderer: asyncio.Task[None] | None = None
+        self._typing: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self._anything_sent = False
+        self._done = False
+
+    # --- ReplyStream ----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._channel()
+
+    async def append(self, delta: str) -> None:
+        if self._error is not None:
+            raise self._error
+        self._text += delta
+        if self._renderer is None or self._renderer.done():
+            self._renderer = asyncio.create_task(self._render(), name="discord-render")
+
+    async def attach(self, part: OutgoingFile) -> None:
+        await self._flush()
+        self._text, self._posted = "", []  # text after a file continues below it, in new messages
+        channel = await self._channel()
+        limit = upload_limit(channel)
+        if len(part.data) > limit:
+            log.info("not attaching %s: %d bytes is over the upload limit %d", part.filename, len(part.data), limit)
+            await self._send(
+                channel,
+                content=f"_({part.filename} is {_mb(len(part.data))}, over the {_mb(limit)} upload limit here, "
+                "so I couldn't attach it.)_",
+            )
+            return
+        if part.kind is PartKind.AUDIO and await self._send_voice(channel, part):
+            return
+        await self._send(channel, file=discord.File(io.BytesIO(part.data), filename=part.filename))
+
+    async def set_status(self, status: str) -> None:
+        channel = await self._channel()
+        if self._typing is None and not self._done:
+            self._typing = asyncio.create_task(self._keep_typing(channel), name="discord-typing")
+
+    async def finish(self) -> None:
+        try:
+            await self._flush()
+            if not self._anything_sent:
+                await self._send(await self._channel(), content=EMPTY_ANSWER)
+        finally:
+            await self._stop_typing()
+
+    async def fail(self, message: str) -> None:
+        await self._stop_typing()
+        text = f"⚠️ {message}"
+        if self._channel_obj is None and self._early_reply is not None:
+            await self._early_reply(text)
+            return
+        with contextlib.suppress(Exception):
+            await self._flush()
+        await self._send(await self._channel(), content=text)
+
+    # --- internals ------------------------------------------------------------------------------------------
+    async def _channel(self) -> discord.abc.Messageable:
+        async with self._channel_lock:
+            if self._channel_obj is None:
+                self._channel_obj = await self._open()
+            return self._channel_obj
+
+    async def _send(self, channel: discord.abc.Messageable, **kwargs: object) -> discord.Message:
+        async with self._throttle.write(_channel_id(channel)):
+            message = await channel.send(**kwargs)  # type: ignore[call-overload]
+        self._anything_sent = True
+        return message
+
+    async def _send_voice(self, channel: discord.abc.Messageable, part: OutgoingFile) -> bool:
+        """Send a native voice message; False (after a log line) when the plain-file fallback should run."""
+        try:
+            async with self._throttle.write(_channel_id(channel)):
+                await send_voice_message(self._http, _channel_id(channel), part.data, part.duration_secs)
+        except (VoiceMessageError, discord.HTTPException) as exc:
+            log.warning("voice message failed (%s); sending the audio as a file", exc)
+            return False
+        self._anything_sent = True
+        return True
+
+    async def _flush(self) -> None:
+        """Render all text appended so far (honouring the edit interval and the throttle)."""
+        while self._renderer is not None and not self._renderer.done():
+            await asyncio.shield(self._renderer)
+        if self._text.strip():
+            self._renderer = asyncio.create_task(self._render(), name="discord-render")
+            await self._renderer
+        if self._error is not None:
+            raise self._error
+
+    def _pending(self) -> tuple[int, str] | None:
+        """The first message that differs from the text: (index, wanted content), or None when in sync."""
+        chunks = split_message(self._text, MESSAGE_LIMIT) if self._text.strip() else []
+        for index, chunk in enumerate(chunks):
+            if index >= len(self._posted) or self._posted[index].content != chunk:
+                return index, chunk
+        return None
+
+    def _edit_wait(self, index: int) -> float:
+        """Seconds until message ``index`` may be edited again (0 for a new message)."""
+        if index >= len(self._posted):
+            return 0.0
+        return max(0.0, self._posted[index].written_at + self._edit_interval - self._clock())
+
+    async def _render(self) -> None:
+        try:
+            channel = await self._channel()
+            while (pending := self._pending()) is not None:
+                if wait := self._edit_wait(pending[0]):
+                    await asyncio.sleep(wait)  # coalesce: whatever arrives meanwhile goes into this edit
+                    continue
+                async with self._throttle.write(_channel_id(channel)):
+                    # More text may have arrived while waiting for the throttle: write the latest.
+                    while (pending := self._pending()) and (wait := self._edit_wait(pending[0])):  # noqa: ASYNC110 (time)
+                        await asyncio.sleep(wait)
+                    if pending is None:
+                        return
+                    await self._write(channel, *pending)
+        except Exception as exc:
+            log.warning("could not render the answer on Discord: %s", exc)
+            self._error = exc
+
+    async def _write(self, channel: discord.abc.Messageable, index: int, content: str) -> None:
+        if index < len(self._posted):
+            edited = await self._posted[index].message.edit(content=content)
+            self._posted[index] = _Posted(edited, content, self._clock())
+        else:
+            sent = await channel.send(content=content)
+            self._posted.append(_Posted(sent, content, self._clock()))
+            self._anything_sent = True
+
+    async def _keep_typing(self, channel: discord.abc.Messageable) -> None:
+        while True:
+            try:
+                await self._http.send_typing(_channel_id(channel))
+            except discord.HTTPException as exc:
+                log.debug("typing indicator failed: %s", exc)
+            await asyncio.sleep(self._typing_interval)
+
+    async def _stop_typing(self) -> None:
+        self._done = True
+        task, self._typing = self._typing, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _channel_id(channel: discord.abc.Messageable) -> int:
+    return int(channel.id)  # type: ignore[attr-defined]

@@ -1,0 +1,90 @@
+"""``threadline run`` as a user runs it (a separate process), with Discord settings pointed at the fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.openai_server import FakeOpenAI, Reply
+
+
+def cli_env(tmp_path: Path, discord: FakeDiscord, openai: FakeOpenAI) -> dict[str, str]:
+    """Only what a user would set; nothing inherited that could change the outcome."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "THREADLINE_CONFIG": str(tmp_path / "none.toml"),
+        "OPENAI_API_KEY": "sk-test-secret",
+        "OPENAI_BASE_URL": openai.base_url,
+        "THREADLINE_OPENAI_MAX_RETRIES": "0",
+        "THREADLINE_TOOLS": "",
+        "DISCORD_BOT_TOKEN": discord.token,
+        "DISCORD_API_BASE": discord.api_base,
+        "DISCORD_GATEWAY_URL": discord.gateway_url,
+        "DISCORD_GUILD_READY_TIMEOUT_SECS": "0.1",
+    }
+
+
+async def threadline(tmp_path: Path, env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def test_threadline_run_answers_a_discord_mention_in_a_new_thread(
+    tmp_path: Path, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+) -> None:
+    proc = await threadline(tmp_path, cli_env(tmp_path, fake_discord, fake_openai), "run")
+    try:
+        await fake_discord.wait_connected(within=30)
+        fake_openai.script(Reply(text="Hello from threadline run."))
+        asked = await fake_discord.user_message(fake_discord.channel_id, "are you there?", mention_bot=True)
+        await fake_discord.wait_for(lambda: fake_discord.threads_created, 15, "a thread")
+        tid = int(fake_discord.threads_created[0]["id"])
+        await fake_discord.wait_for(lambda: "Hello from threadline run." in fake_discord.text_in(tid), 15, "answer")
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    stdout, stderr = out.decode(), err.decode()
+    assert proc.returncode == 0, stderr
+    assert tid == int(asked["id"]) and fake_discord.threads_created[0]["name"] == "are you there?"
+    assert f"https://discord.com/oauth2/authorize?client_id={fake_discord.app_id}" in stdout
+    assert "permissions=70680129407040" in stdout
+    assert fake_discord.token not in stdout + stderr and "sk-test-secret" not in stdout + stderr
+
+
+async def test_threadline_run_without_the_message_content_intent_exits_with_the_portal_toggle(
+    tmp_path: Path, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+) -> None:
+    fake_discord.message_content_intent = False
+    proc = await threadline(tmp_path, cli_env(tmp_path, fake_discord, fake_openai), "run", "--adapter", "discord")
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    stderr = err.decode()
+    assert proc.returncode == 1
+    assert "Bot → Privileged Gateway Intents → Message Content Intent" in stderr
+    assert "Traceback" not in stderr and "PrivilegedIntentsRequired" not in stderr
+
+
+async def test_threadline_doctor_reports_the_discord_token_and_a_missing_intent(
+    tmp_path: Path, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+) -> None:
+    fake_discord.message_content_intent = False
+    proc = await threadline(tmp_path, cli_env(tmp_path, fake_discord, fake_openai), "doctor")
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    stdout = out.decode()
+    assert proc.returncode == 1
+    assert "✓ Discord: token accepted for bot threadline" in stdout
+    assert "✗ Discord: Message Content intent is OFF" in stdout and "Message Content Intent" in stdout
