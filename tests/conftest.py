@@ -10,6 +10,7 @@ import pytest
 from tests.fakes import spec
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.slack_server import FakeSlack
 
 # --- OpenAI ---------------------------------------------------------------------------------------
 
@@ -54,5 +55,25 @@ async def fake_openai(openai_warm: str) -> AsyncIterator[FakeOpenAI]:
 async def fake_discord() -> AsyncIterator[FakeDiscord]:
     """A running fake Discord (REST + gateway): ``fake_discord.api_base``, ``.gateway_url``, ``.token``."""
     fake = await FakeDiscord().start()
+    yield fake
+    await fake.close()
+
+
+# --- Slack ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def fake_slack() -> AsyncIterator[FakeSlack]:
+    """A running fake Slack (Web API, Socket Mode websocket, file host, upload URL) on 127.0.0.1:
+    ``fake_slack.api_url``, ``.origin``, ``.bot_token``, ``.app_token``, ``.signing_secret``."""
+    fake = await FakeSlack().start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def foreign_host() -> AsyncIterator[FakeSlack]:
+    """A second fake Slack on 127.0.0.2, outside the file-origin allowlist: it must never see a request."""
+    fake = await FakeSlack(host="127.0.0.2").start()
     yield fake
     await fake.close()

@@ -76,7 +76,9 @@ async def test_piped_console_is_one_thread_and_survives_a_restart(tmp_path: Path
 async def test_console_commands_new_attach_and_errors(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
     picture = tmp_path / "cat.png"
     picture.write_bytes(media.png(40, 30, (10, 200, 10)))
-    script = f"first thread\n/attach {picture}\nwhat is this?\n/attach {tmp_path}/missing.png\n/new\nsecond thread\n/usage\n"
+    script = (
+        f"first thread\n/attach {picture}\nwhat is this?\n/attach {tmp_path}/missing.png\n/new\nsecond thread\n/usage\n"
+    )
     fake_openai.script(Reply(text="one"), Reply(text="a green picture"), Reply(text="two"))
     code, out, err = await _threadline(tmp_path, _env(tmp_path, fake_openai.base_url), "run", stdin=script)
     assert code == 0, err
@@ -129,7 +131,9 @@ async def test_doctor_passes_against_a_good_setup(tmp_path: Path, fake_openai: F
         ({"THREADLINE_DATABASE": "/proc/threadline/forbidden.db"}, "is not writable"),
     ],
 )
-async def test_doctor_fails_clearly(tmp_path: Path, fake_openai: FakeOpenAI, extra: dict[str, str], expected: str) -> None:
+async def test_doctor_fails_clearly(
+    tmp_path: Path, fake_openai: FakeOpenAI, extra: dict[str, str], expected: str
+) -> None:
     fake_openai.valid_keys = {"sk-cli-secret-key"}
     code, out, err = await _threadline(tmp_path, _env(tmp_path, fake_openai.base_url, **extra), "doctor")
     assert code == 1
@@ -141,4 +145,4 @@ async def test_missing_key_is_a_clear_start_error(tmp_path: Path) -> None:
     env = _env(tmp_path, "")
     del env["OPENAI_BASE_URL"], env["OPENAI_API_KEY"]
     code, out, err = await _threadline(tmp_path, env, "run", stdin="hi\n")
-    assert code == 2 and "OPENAI_API_KEY is not set" in err and "Traceback" not in err
+    assert code == 2 and out == "" and "OPENAI_API_KEY is not set" in err and "Traceback" not in err

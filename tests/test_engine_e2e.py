@@ -46,7 +46,9 @@ async def turn(rt: Runtime, message: IncomingMessage) -> RecordingReply:
     return reply
 
 
-def bytes_attachment(kind: AttachmentKind, mime: str, name: str, data: bytes, calls: list[str] | None = None) -> Attachment:
+def bytes_attachment(
+    kind: AttachmentKind, mime: str, name: str, data: bytes, calls: list[str] | None = None
+) -> Attachment:
     async def fetch() -> bytes:
         if calls is not None:
             calls.append(name)
@@ -55,7 +57,9 @@ def bytes_attachment(kind: AttachmentKind, mime: str, name: str, data: bytes, ca
     return Attachment(kind, mime, name, len(data), fetch)
 
 
-async def test_thread_maps_to_one_conversation_and_usage_is_recorded(runtime_for: RuntimeFactory, fake_openai: FakeOpenAI) -> None:
+async def test_thread_maps_to_one_conversation_and_usage_is_recorded(
+    runtime_for: RuntimeFactory, fake_openai: FakeOpenAI
+) -> None:
     rt = await runtime_for()
     fake_openai.script(Reply(text="Hello there, friend."))
     first = await turn(rt, msg("hello"))
@@ -68,9 +72,9 @@ async def test_thread_maps_to_one_conversation_and_usage_is_recorded(runtime_for
     bodies = fake_openai.responses_for(conv.id)
     assert len(bodies) == 2 and all(b["stream"] is True and b["model"] == "gpt-6.2-sol" for b in bodies)
     assert all(b["instructions"] == rt.settings.instructions for b in bodies)
-    assert bodies[1]["input"] == [{"role": "user", "content": [{"type": "input_text", "text": "what did I just say?"}]}], (
-        "only the new message is sent; the server holds the history"
-    )
+    assert bodies[1]["input"] == [
+        {"role": "user", "content": [{"type": "input_text", "text": "what did I just say?"}]}
+    ], "only the new message is sent; the server holds the history"
     rows = rt.store.usage_rows()
     assert len(rows) == 2 and all(r.output_tokens > 0 and r.input_tokens > 0 for r in rows)
     assert rows[0].user == "U1" and rows[0].model == "gpt-6.2-sol"
@@ -139,7 +143,9 @@ async def test_unreachable_openai_and_timeouts(runtime_for: RuntimeFactory, fake
     assert reply.failed is not None and ("too long" in reply.failed or "dropped" in reply.failed)
 
 
-async def test_lost_conversation_is_recreated_once_and_user_told(runtime_for: RuntimeFactory, fake_openai: FakeOpenAI) -> None:
+async def test_lost_conversation_is_recreated_once_and_user_told(
+    runtime_for: RuntimeFactory, fake_openai: FakeOpenAI
+) -> None:
     rt = await runtime_for()
     await turn(rt, msg("first"))
     (old,) = fake_openai.conversations
@@ -212,7 +218,9 @@ async def test_slow_turn_times_out_and_the_thread_goes_on(runtime_for: RuntimeFa
     assert fast.text == "quick" and fast.failed is None
 
 
-async def test_a_crash_inside_a_turn_is_contained(runtime_for: RuntimeFactory, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_crash_inside_a_turn_is_contained(
+    runtime_for: RuntimeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     rt = await runtime_for()
 
     async def broken_fetch() -> bytes:
@@ -235,7 +243,9 @@ async def test_duplicate_deliveries_are_dropped(runtime_for: RuntimeFactory, fak
     assert len([r for r in fake_openai.requests if r.path == "/v1/responses"]) == 1
 
 
-async def test_access_lists_are_checked_before_any_model_call(runtime_for: RuntimeFactory, fake_openai: FakeOpenAI) -> None:
+async def test_access_lists_are_checked_before_any_model_call(
+    runtime_for: RuntimeFactory, fake_openai: FakeOpenAI
+) -> None:
     rt = await runtime_for(allowed_users=["alice"], allowed_channels=["C1"], allow_dms=False)
     denied = await turn(rt, msg("hi", user="mallory"))
     assert denied.failed is not None and "not on this bot's list" in denied.failed
@@ -276,7 +286,9 @@ async def test_bad_files_get_clear_replies(runtime_for: RuntimeFactory, fake_ope
     assert not [r for r in fake_openai.requests if r.path == "/v1/responses"]
 
 
-async def test_voice_note_is_transcribed_and_answered_with_speech(runtime_for: RuntimeFactory, fake_openai: FakeOpenAI) -> None:
+async def test_voice_note_is_transcribed_and_answered_with_speech(
+    runtime_for: RuntimeFactory, fake_openai: FakeOpenAI
+) -> None:
     rt = await runtime_for()
     fake_openai.transcript = "please summarise the meeting"
     fake_openai.script(Reply(text="Here is the summary."))

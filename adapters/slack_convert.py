@@ -1,0 +1,292 @@
+"""Slack payloads → threadline decisions and core types. Pure: no I/O, no slack-sdk calls.
+
+Thread keys are ``slack:<team>:<channel>:<thread root ts>``. A top-level message (a mention in a channel, or any
+DM) is the root of the thread the bot answers in; replies carry ``thread_ts`` of that root.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from yarl import URL
+
+from bot.types import AttachmentKind, ThreadKey, kind_for_mime
+
+PLATFORM = "slack"
+
+# Every bot scope the code uses; manifest.yaml must list each one (a test holds it to that).
+REQUIRED_SCOPES: tuple[str, ...] = (
+    "app_mentions:read",  # app_mention events
+    "assistant:write",  # the assistant view, assistant.threads.setSuggestedPrompts/setTitle
+    "channels:history",  # message.channels: thread follow-ups without a mention
+    "chat:write",  # post, stream, update, setStatus
+    "commands",  # /threadline
+    "files:read",  # download what people attach
+    "files:write",  # upload images, audio and files
+    "groups:history",  # message.groups (private channels)
+    "im:history",  # message.im (DMs)
+    "mpim:history",  # message.mpim (group DMs)
+)
+
+# Message subtypes that are a person talking. Everything else (edits, deletions, joins, bot posts…) is dropped.
+USER_SUBTYPES = frozenset({"file_share", "thread_broadcast"})
+
+FILES_READ_MISSING = (
+    "I can't read {name}: Slack sent me a login page instead of the file, which means my bot token lacks the "
+    "`files:read` scope. A workspace admin needs to add `files:read` to the app (it is in manifest.yaml) and "
+    "reinstall it."
+)
+
+RESET_WORDS = frozenset({"reset"})
+
+_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+TITLE_LIMIT = 80
+PROMPT_TITLE_LIMIT = 40
+
+
+@dataclass(frozen=True, slots=True)
+class BotIdentity:
+    """Who the bot is in this workspace (from ``auth.test``)."""
+
+    user_id: str
+    bot_id: str
+    team_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SlackFile:
+    """The fields of a Slack file object that threadline uses."""
+
+    id: str
+    name: str
+    mimetype: str
+    size: int | None
+    url: str
+    needs_info: bool = False  # Slack Connect: ``file_access: check_file_info`` → call files.info first
+    external: bool = False
+    voice: bool = False
+    duration_secs: float | None = None
+    problem: str = ""  # why it cannot be downloaded (told to the user when the engine asks for the bytes)
+
+    @property
+    def kind(self) -> AttachmentKind:
+        return kind_for_mime(self.mimetype, voice=self.voice)
+
+
+@dataclass(frozen=True, slots=True)
+class SlackMessage:
+    """A person's message, normalised from an ``app_mention`` or ``message`` event."""
+
+    team_id: str
+    channel: str
+    user: str
+    text: str  # with the bot's own mention removed
+    ts: str
+    thread_ts: str | None
+    is_dm: bool
+    mentions_bot: bool
+    files: tuple[SlackFile, ...]
+    event_id: str
+    user_team: str  # the sender's workspace (differs from team_id in Slack Connect)
+
+    @property
+    def root_ts(self) -> str:
+        """The ts of the thread the answer goes to: a top-level message starts its own thread."""
+        return self.thread_ts or self.ts
+
+    @property
+    def key(self) -> ThreadKey:
+        return ThreadKey(PLATFORM, self.team_id, self.channel, self.root_ts)
+
+    @property
+    def dedupe_keys(self) -> tuple[str, ...]:
+        """Both the delivery (event id) and the post (channel + ts): a retried delivery and the
+        app_mention/message pair for one post share at least one of them."""
+        keys = [f"slack:msg:{self.channel}:{self.ts}"]
+        if self.event_id:
+            keys.insert(0, f"slack:event:{self.event_id}")
+        return tuple(keys)
+
+    @property
+    def is_reset(self) -> bool:
+        return not self.files and self.text.strip().lower() in RESET_WORDS
+
+
+def file_from_payload(raw: dict[str, Any]) -> SlackFile:
+    size = raw.get("size")
+    duration_ms = raw.get("duration_ms")
+    return SlackFile(
+        id=str(raw.get("id") or ""),
+        name=str(raw.get("name") or raw.get("title") or raw.get("id") or "file"),
+        mimetype=str(raw.get("mimetype") or "application/octet-stream"),
+        size=int(size) if isinstance(size, int | float) else None,
+        url=str(raw.get("url_private_download") or raw.get("url_private") or ""),
+        needs_info=raw.get("file_access") == "check_file_info",
+        external=bool(raw.get("is_external")),
+        voice=raw.get("subtype") == "slack_audio",
+        duration_secs=duration_ms / 1000 if isinstance(duration_ms, int | float) else None,
+    )
+
+
+def _strip_mentions(text: str, bot_user_id: str) -> tuple[str, bool]:
+    found = False
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal found
+        if match.group(1) == bot_user_id:
+            found = True
+            return ""
+        return match.group(0)
+
+    cleaned = _MENTION.sub(replace, text)
+    return re.sub(r"[ \t]{2,}", " ", cleaned).strip(), found
+
+
+def parse_message(body: dict[str, Any], bot: BotIdentity) -> SlackMessage | None:
+    """The person's message in an event callback, or None when it must be dropped early: bot messages, the
+    bot's own posts, edits, deletions and every other non-user subtype (``file_share`` is kept)."""
+    event = body.get("event") or {}
+    if event.get("type") not in {"app_mention", "message"}:
+        return None
+    subtype = event.get("subtype")
+    if subtype is not None and subtype not in USER_SUBTYPES:
+        return None
+    user = event.get("user")
+    if not user or event.get("bot_id") or event.get("bot_profile") or user == bot.user_id or event.get("hidden"):
+        return None
+    channel, ts = event.get("channel"), event.get("ts")
+    if not channel or not ts:
+        return None
+    text, mentioned = _strip_mentions(str(event.get("text") or ""), bot.user_id)
+    return SlackMessage(
+        # The workspace the app is installed in (in Slack Connect, event["team"] can be the sender's).
+        team_id=str(body.get("team_id") or bot.team_id),
+        channel=str(channel),
+        user=str(user),
+        text=text,
+        ts=str(ts),
+        thread_ts=str(event["thread_ts"]) if event.get("thread_ts") else None,
+        is_dm=event.get("channel_type") == "im" or str(channel).startswith("D"),
+        mentions_bot=mentioned or event.get("type") == "app_mention",
+        files=tuple(file_from_payload(f) for f in event.get("files") or () if isinstance(f, dict)),
+        event_id=str(body.get("event_id") or ""),
+        user_team=str(event.get("user_team") or event.get("team") or body.get("team_id") or bot.team_id),
+    )
+
+
+def should_answer(message: SlackMessage, *, event_type: str, thread_owned: bool, require_mention: bool) -> bool:
+    """The trigger rules.
+
+    - ``app_mention``: always (in that message's thread).
+    - DMs: every message.
+    - Other ``message`` events (channels, private channels, group DMs): only replies in a thread the bot already
+      answers, and only without ``require_mention``; a reply that mentions the bot also arrives as
+      ``app_mention``, and dedupe keeps exactly one of the two.
+    """
+    if event_type == "app_mention":
+        return True
+    if message.is_dm:
+        return True
+    return bool(message.thread_ts) and thread_owned and not require_mention
+
+
+def url_origin(url: str) -> str | None:
+    """``scheme://host:port`` with the default port made explicit, or None for a URL without a host."""
+    try:
+        parsed = URL(url.strip())
+    except (ValueError, TypeError):
+        return None
+    if not parsed.scheme or not parsed.host or parsed.scheme.lower() not in _DEFAULT_PORTS:
+        return None
+    scheme = parsed.scheme.lower()
+    port = parsed.explicit_port or _DEFAULT_PORTS[scheme]
+    return f"{scheme}://{parsed.host.lower()}:{port}"
+
+
+def origin_allowed(url: str, allowlist: Iterable[str]) -> bool:
+    origin = url_origin(url)
+    return origin is not None and origin in {url_origin(entry) for entry in allowlist}
+
+
+def display_origin(url: str) -> str:
+    """The origin as a person would write it (no default port), for messages."""
+    origin = url_origin(url)
+    if origin is None:
+        return "an unknown host"
+    scheme, rest = origin.split("://", 1)
+    host, port = rest.rsplit(":", 1)
+    return f"{scheme}://{host}" if int(port) == _DEFAULT_PORTS[scheme] else origin
+
+
+def thread_title(message: SlackMessage) -> str:
+    """A short title for an assistant thread, from its first message."""
+    text = " ".join(message.text.split())
+    if not text and message.files:
+        text = ", ".join(f.name for f in message.files)
+    text = text or "New conversation"
+    return text if len(text) <= TITLE_LIMIT else text[: TITLE_LIMIT - 1].rstrip() + "…"
+
+
+def suggested_prompts(prompts: Iterable[str]) -> list[dict[str, str]]:
+    """assistant.threads.setSuggestedPrompts entries; Slack shows the title, sends the message (max 4)."""
+    out = []
+    for prompt in prompts:
+        prompt = prompt.strip()
+        if not prompt:
+            continue
+        title = prompt if len(prompt) <= PROMPT_TITLE_LIMIT else prompt[: PROMPT_TITLE_LIMIT - 1].rstrip() + "…"
+        out.append({"title": title, "message": prompt})
+    return out[:4]
+
+
+def assistant_thread(body: dict[str, Any]) -> tuple[str, str] | None:
+    """(channel id, thread ts) of an ``assistant_thread_started`` event."""
+    thread = (body.get("event") or {}).get("assistant_thread") or {}
+    channel, ts = thread.get("channel_id"), thread.get("thread_ts")
+    return (str(channel), str(ts)) if channel and ts else None
+
+
+def missing_scopes(granted_header: str | None) -> list[str]:
+    """Required scopes absent from an ``x-oauth-scopes`` header value, in a stable order."""
+    granted = {s.strip() for s in (granted_header or "").split(",") if s.strip()}
+    return [scope for scope in REQUIRED_SCOPES if scope not in granted]
+
+
+@dataclass(frozen=True, slots=True)
+class SlashCommand:
+    team_id: str
+    channel: str
+    user: str
+    text: str
+    is_dm: bool
+
+    @property
+    def key(self) -> ThreadKey:
+        """Slash commands cannot be used in threads, so they address the channel (``model`` is per channel);
+        the thread part is empty."""
+        return ThreadKey(PLATFORM, self.team_id, self.channel, "")
+
+    @property
+    def name(self) -> str:
+        return self.text.strip().split(" ", 1)[0].lower()
+
+
+def parse_slash_command(body: dict[str, Any]) -> SlashCommand:
+    channel = str(body.get("channel_id") or "")
+    return SlashCommand(
+        team_id=str(body.get("team_id") or ""),
+        channel=channel,
+        user=str(body.get("user_id") or ""),
+        text=str(body.get("text") or ""),
+        is_dm=channel.startswith("D") or body.get("channel_name") == "directmessage",
+    )
+
+
+SLASH_RESET_HELP = (
+    "Slack doesn't let slash commands run inside a thread, and every new top-level message already starts a fresh "
+    "conversation. To restart an existing thread, reply `reset` in it (in channels: `@threadline reset`)."
+)

@@ -1,0 +1,570 @@
+"""A fake Slack for offline tests, driven by the real slack-bolt and slack-sdk: the Web API, the Socket Mode
+websocket, a file host and the upload URL, all on one aiohttp server (127.0.0.1, port 0 by default; another
+instance can sit on 127.0.0.2 as a foreign file host).
+
+It keeps what the bot posts as threads of messages (posted, streamed, updated, uploaded) and records every call
+with its arguments, token and arrival time. Like Slack it checks tokens, insists on ``recipient_user_id`` and
+``recipient_team_id`` when a stream starts in a channel, and answers ``message_not_in_streaming_state`` once a
+stream has ended. Tests script failures (``fail``), kill a stream mid-answer (``stream_dies_after``), host files
+(``host_file``), and deliver events: ``send_envelope`` over Socket Mode (returns the bot's ack), ``deliver`` as a
+signed HTTP request (``X-Slack-Retry-Num`` for retries, a bad signature on request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+DEFAULT_SCOPES = (
+    "app_mentions:read",
+    "assistant:write",
+    "channels:history",
+    "chat:write",
+    "commands",
+    "files:read",
+    "files:write",
+    "groups:history",
+    "im:history",
+    "mpim:history",
+)
+
+LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in to your workspace</body></html>"
+
+
+@dataclass
+class Call:
+    method: str
+    args: dict[str, Any]
+    token: str | None
+    at: float
+
+
+@dataclass
+class FakeMessage:
+    """A message the bot made, as Slack would show it."""
+
+    ts: str
+    channel: str
+    thread_ts: str | None
+    text: str
+    via: str  # "post" | "stream" | "upload"
+    streaming: bool = False
+    appends: int = 0
+    edits: list[float] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    deleted: bool = False
+
+
+@dataclass
+class Upload:
+    file_id: str
+    filename: str
+    length: int
+    data: bytes | None = None
+    title: str = ""
+    channel: str | None = None
+    thread_ts: str | None = None
+
+
+@dataclass
+class FileRequest:
+    path: str
+    headers: dict[str, str]
+
+
+@dataclass
+class HostedFile:
+    data: bytes
+    content_type: str
+    status: int = 200
+    location: str | None = None
+
+
+@dataclass
+class _Failure:
+    method: str
+    error: str
+    status: int
+    skip: int
+    times: int
+    when: Callable[[dict[str, Any]], bool] | None
+
+
+class FakeSlack:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        bot_token: str = "xoxb-fake-bot-token",
+        app_token: str = "xapp-fake-app-token",
+        signing_secret: str = "fake-signing-secret",
+        team_id: str = "T0TEAM",
+        bot_user_id: str = "U0BOT",
+        bot_id: str = "B0BOT",
+        scopes: tuple[str, ...] = DEFAULT_SCOPES,
+    ) -> None:
+        self.host = host
+        self.bot_token = bot_token
+        self.app_token = app_token
+        self.signing_secret = signing_secret
+        self.team_id = team_id
+        self.bot_user_id = bot_user_id
+        self.bot_id = bot_id
+        self.scopes = scopes
+        self.port = 0
+        self.calls: list[Call] = []
+        self.messages: list[FakeMessage] = []
+        self.uploads: dict[str, Upload] = {}
+        self.file_requests: list[FileRequest] = []
+        self.files: dict[str, HostedFile] = {}
+        self.file_info: dict[str, dict[str, Any]] = {}
+        self.acks: list[dict[str, Any]] = []
+        self.status_error_in_channels: str | None = None  # e.g. "not_allowed": setStatus only in DMs
+        self.stream_dies_after: int | None = None  # appends a stream survives before Slack ends it
+        self._failures: list[_Failure] = []
+        self._ts = itertools.count(1)
+        self._ids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self._sockets: list[web.WebSocketResponse] = []
+        self._connected = asyncio.Event()
+        self._pending_acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._changed = asyncio.Condition()
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+    async def start(self) -> FakeSlack:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_post("/upload/{file_id}", self._upload)
+        app.router.add_get("/files/{path:.*}", self._file)
+        app.router.add_get("/ws", self._websocket)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, 0)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        return self
+
+    async def close(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def origin(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.origin}/api/"
+
+    # --- what the bot did ------------------------------------------------------------------------------------
+    def calls_to(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    def thread(self, channel: str, thread_ts: str) -> list[FakeMessage]:
+        """The bot's messages in one thread, oldest first (deleted ones left out)."""
+        return [m for m in self.messages if m.channel == channel and m.thread_ts == thread_ts and not m.deleted]
+
+    def texts(self, channel: str, thread_ts: str) -> list[str]:
+        return [m.text for m in self.thread(channel, thread_ts) if m.via != "upload"]
+
+    async def wait_for(self, condition: Callable[[], bool], within: float = 10.0) -> None:
+        """Wait until ``condition()`` holds; it is re-checked after every call the bot makes."""
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(condition)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # --- scripting -------------------------------------------------------------------------------------------
+    def fail(
+        self,
+        method: str,
+        error: str,
+        *,
+        status: int = 200,
+        skip: int = 0,
+        times: int = 1,
+        when: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> None:
+        """Answer the next ``times`` calls to ``method`` (after ``skip`` good ones) with ``error``; status 429
+        adds ``Retry-After: 0``."""
+        self._failures.append(_Failure(method, error, status, skip, times, when))
+
+    def host_file(
+        self,
+        name: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        *,
+        status: int = 200,
+        location: str | None = None,
+    ) -> str:
+        """Serve ``data`` at a files.slack.com-like URL on this host and return the URL."""
+        path = f"files-pri/{self.team_id}-F{next(self._ids):07d}/download/{name}"
+        self.files[path] = HostedFile(data, content_type, status, location)
+        return f"{self.origin}/files/{path}"
+
+    def file_object(self, name: str, mimetype: str, url: str, size: int, **extra: Any) -> dict[str, Any]:
+        """A Slack file object as it appears in ``message`` events."""
+        file_id = extra.pop("id", f"F{next(self._ids):09d}")
+        return {
+            "id": file_id,
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": name.rsplit(".", 1)[-1],
+            "size": size,
+            "mode": "hosted",
+            "is_external": False,
+            "url_private": url,
+            "url_private_download": url,
+            **extra,
+        }
+
+    # --- events, as Slack sends them --------------------------------------------------------------------------
+    def next_ts(self) -> str:
+        return f"{1_700_000_000 + next(self._ts)}.{next(self._ids):06d}"
+
+    def event_callback(self, event: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
+        return {
+            "token": "legacy-verification-token",
+            "team_id": self.team_id,
+            "api_app_id": "A0APP",
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
+            "event_time": int(time.time()),
+            "authorizations": [
+                {"team_id": self.team_id, "user_id": self.bot_user_id, "is_bot": True, "is_enterprise_install": False}
+            ],
+            "is_ext_shared_channel": False,
+        }
+
+    def user_event(
+        self,
+        text: str,
+        *,
+        channel: str = "C0GENERAL",
+        user: str = "U0ALICE",
+        kind: str = "message",
+        ts: str | None = None,
+        thread_ts: str | None = None,
+        files: list[dict[str, Any]] | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """A person's ``message`` or ``app_mention`` event."""
+        event: dict[str, Any] = {
+            "type": kind,
+            "user": user,
+            "text": text,
+            "ts": ts or self.next_ts(),
+            "channel": channel,
+            "team": self.team_id,
+            "event_ts": ts or "",
+        }
+        if kind == "message":
+            event["channel_type"] = "im" if channel.startswith("D") else "channel"
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+        if files:
+            event["files"] = files
+            if kind == "message":
+                event["subtype"] = "file_share"
+        event.update(extra)
+        event["event_ts"] = event["ts"]
+        return event
+
+    def slash_command(self, text: str, *, channel: str = "C0GENERAL", user: str = "U0ALICE") -> dict[str, str]:
+        return {
+            "token": "legacy-verification-token",
+            "team_id": self.team_id,
+            "team_domain": "fake",
+            "channel_id": channel,
+            "channel_name": "directmessage" if channel.startswith("D") else "general",
+            "user_id": user,
+            "user_name": user.lower(),
+            "command": "/threadline",
+            "text": text,
+            "api_app_id": "A0APP",
+            "response_url": f"{self.origin}/commands/response",
+            "trigger_id": "1.2.3",
+        }
+
+    # --- Socket Mode ---------------------------------------------------------------------------------------------
+    async def wait_connected(self, within: float = 5.0) -> None:
+        async with asyncio.timeout(within):
+            await self._connected.wait()
+
+    async def send_envelope(
+        self,
+        payload: dict[str, Any],
+        *,
+        kind: str = "events_api",
+        retry_attempt: int = 0,
+        retry_reason: str = "",
+        within: float = 5.0,
+    ) -> dict[str, Any]:
+        """Send one envelope to the connected client and return its ack (``{}`` when the ack has no payload)."""
+        envelope_id = str(uuid.uuid4())
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending_acks[envelope_id] = future
+        envelope = {
+            "envelope_id": envelope_id,
+            "type": kind,
+            "accepts_response_payload": kind != "events_api",
+            "payload": payload,
+            "retry_attempt": retry_attempt,
+            "retry_reason": retry_reason,
+        }
+        await self._sockets[-1].send_json(envelope)
+        async with asyncio.timeout(within):
+            return await future
+
+    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        await ws.send_json(
+            {"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A0APP"}, "debug_info": {}}
+        )
+        self._connected.set()
+        async for message in ws:
+            if message.type != WSMsgType.TEXT:
+                continue
+            data = json.loads(message.data)
+            self.acks.append(data)
+            future = self._pending_acks.pop(str(data.get("envelope_id")), None)
+            if future is not None and not future.done():
+                future.set_result(data.get("payload") or {})
+        self._sockets.remove(ws)
+        return ws
+
+    # --- HTTP mode ---------------------------------------------------------------------------------------------
+    async def deliver(
+        self,
+        url: str,
+        payload: dict[str, Any],
+        *,
+        form: bool = False,
+        retry_num: int | None = None,
+        secret: str | None = None,
+    ) -> tuple[int, str]:
+        """POST an event (JSON) or a slash command (form) to the bot, signed like Slack signs it."""
+        body = urlencode(payload) if form else json.dumps(payload)
+        stamp = str(int(time.time()))
+        key = (secret if secret is not None else self.signing_secret).encode()
+        signature = "v0=" + hmac.new(key, f"v0:{stamp}:{body}".encode(), hashlib.sha256).hexdigest()
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded" if form else "application/json",
+            "X-Slack-Request-Timestamp": stamp,
+            "X-Slack-Signature": signature,
+        }
+        if retry_num is not None:
+            headers |= {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}
+        async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as response:
+            return response.status, await response.text()
+
+    # --- files -------------------------------------------------------------------------------------------------
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        path = request.match_info["path"]
+        self.file_requests.append(FileRequest(path, dict(request.headers)))
+        await self._notify()
+        hosted = self.files.get(path)
+        if hosted is None:
+            return web.Response(status=404, text="not found")
+        if hosted.location:
+            return web.Response(status=hosted.status, headers={"Location": hosted.location})
+        if request.headers.get("Authorization") != f"Bearer {self.bot_token}":
+            return web.Response(body=LOGIN_PAGE, content_type="text/html")
+        return web.Response(body=hosted.data, status=hosted.status, content_type=hosted.content_type)
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        upload = self.uploads.get(request.match_info["file_id"])
+        if upload is None:
+            return web.Response(status=404, text="unknown upload")
+        upload.data = await request.read()
+        await self._notify()
+        return web.Response(text=f"OK - {len(upload.data)}", content_type="text/plain")
+
+    # --- Web API -----------------------------------------------------------------------------------------------
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        args: dict[str, Any] = dict(request.query)
+        if request.content_type == "application/json":
+            args.update(await request.json())
+        elif request.can_read_body:
+            form = await request.post()
+            args.update({k: v for k, v in form.items() if isinstance(v, str)})
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else args.pop("token", None)
+        self.calls.append(Call(method, args, token, time.monotonic()))
+        try:
+            return self._answer(method, args, token)
+        finally:
+            await self._notify()
+
+    def _answer(self, method: str, args: dict[str, Any], token: str | None) -> web.Response:
+        expected = self.app_token if method == "apps.connections.open" else self.bot_token
+        if token != expected:
+            return web.json_response({"ok": False, "error": "invalid_auth"})
+        for failure in self._failures:
+            if failure.method != method or failure.times <= 0 or (failure.when and not failure.when(args)):
+                continue
+            if failure.skip > 0:
+                failure.skip -= 1
+                continue
+            failure.times -= 1
+            headers = {"Retry-After": "0"} if failure.status == 429 else {}
+            return web.json_response({"ok": False, "error": failure.error}, status=failure.status, headers=headers)
+        handler = getattr(self, "_m_" + method.replace(".", "_"), None)
+        if handler is None:
+            return web.json_response({"ok": False, "error": "unknown_method"})
+        result = handler(args)
+        if isinstance(result, web.Response):
+            return result
+        return web.json_response({"ok": True, **result} if "error" not in result else {"ok": False, **result})
+
+    def _find(self, channel: str, ts: str) -> FakeMessage | None:
+        return next((m for m in self.messages if m.channel == channel and m.ts == ts and not m.deleted), None)
+
+    def _new(self, args: dict[str, Any], text: str, via: str, **kw: Any) -> FakeMessage:
+        message = FakeMessage(self.next_ts(), str(args.get("channel")), args.get("thread_ts"), text, via, **kw)
+        self.messages.append(message)
+        return message
+
+    @staticmethod
+    def _stream_text(args: dict[str, Any]) -> str:
+        text = args.get("markdown_text") or ""
+        chunks = args.get("chunks") or []
+        if isinstance(chunks, str):
+            chunks = json.loads(chunks)
+        return text + "".join(c.get("text", "") for c in chunks if c.get("type") == "markdown_text")
+
+    def _m_auth_test(self, args: dict[str, Any]) -> web.Response:
+        body = {
+            "ok": True,
+            "url": "https://fake.slack.com/",
+            "team": "Fake Team",
+            "user": "threadline",
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
+        return web.json_response(body, headers={"x-oauth-scopes": ",".join(self.scopes)})
+
+    def _m_apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"url": f"ws://{self.host}:{self.port}/ws"}
+
+    def _m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
+        text = args.get("markdown_text") or args.get("text") or ""
+        if not text:
+            return {"error": "no_text"}
+        message = self._new(args, text, "post")
+        return {"channel": message.channel, "ts": message.ts, "message": {"text": text, "ts": message.ts}}
+
+    def _m_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        message = self._find(str(args.get("channel")), str(args.get("ts")))
+        if message is None:
+            return {"error": "message_not_found"}
+        message.text = args.get("markdown_text") or args.get("text") or ""
+        message.edits.append(time.monotonic())
+        return {"channel": message.channel, "ts": message.ts, "text": message.text}
+
+    def _m_chat_delete(self, args: dict[str, Any]) -> dict[str, Any]:
+        message = self._find(str(args.get("channel")), str(args.get("ts")))
+        if message is None:
+            return {"error": "message_not_found"}
+        message.deleted = True
+        return {"channel": message.channel, "ts": message.ts}
+
+    def _m_chat_startStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = str(args.get("channel") or "")
+        if not args.get("thread_ts"):
+            return {"error": "invalid_arguments"}
+        if not channel.startswith("D") and not (args.get("recipient_user_id") and args.get("recipient_team_id")):
+            return {"error": "missing_recipient_user_id"}
+        message = self._new(args, self._stream_text(args), "stream", streaming=True)
+        return {"channel": channel, "ts": message.ts}
+
+    def _streaming(self, args: dict[str, Any]) -> FakeMessage | dict[str, Any]:
+        message = self._find(str(args.get("channel")), str(args.get("ts")))
+        if message is None:
+            return {"error": "message_not_found"}
+        if not message.streaming:
+            return {"error": "message_not_in_streaming_state"}
+        return message
+
+    def _m_chat_appendStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        message = self._streaming(args)
+        if isinstance(message, dict):
+            return message
+        if self.stream_dies_after is not None and message.appends >= self.stream_dies_after:
+            message.streaming = False
+            return {"error": "message_not_in_streaming_state"}
+        message.appends += 1
+        message.text += self._stream_text(args)
+        return {"channel": message.channel, "ts": message.ts}
+
+    def _m_chat_stopStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        message = self._streaming(args)
+        if isinstance(message, dict):
+            return message
+        message.text += self._stream_text(args)
+        message.streaming = False
+        return {"channel": message.channel, "ts": message.ts, "message": {"text": message.text}}
+
+    def _m_files_getUploadURLExternal(self, args: dict[str, Any]) -> dict[str, Any]:
+        file_id = f"F{next(self._ids):09d}"
+        self.uploads[file_id] = Upload(file_id, str(args.get("filename")), int(args.get("length") or 0))
+        return {"file_id": file_id, "upload_url": f"{self.origin}/upload/{file_id}"}
+
+    def _m_files_completeUploadExternal(self, args: dict[str, Any]) -> dict[str, Any]:
+        listed = json.loads(args.get("files") or "[]")
+        done = []
+        for item in listed:
+            upload = self.uploads.get(item.get("id"))
+            if upload is None or upload.data is None:
+                return {"error": "file_not_found"}
+            upload.title, upload.channel = item.get("title") or upload.filename, args.get("channel_id")
+            upload.thread_ts = args.get("thread_ts")
+            info = {"id": upload.file_id, "name": upload.filename, "title": upload.title, "size": len(upload.data)}
+            done.append(info)
+            if upload.channel:
+                self._new(
+                    {"channel": upload.channel, "thread_ts": upload.thread_ts},
+                    args.get("initial_comment") or "",
+                    "upload",
+                    files=[info],
+                )
+        return {"files": done}
+
+    def _m_files_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        info = self.file_info.get(str(args.get("file")))
+        return {"file": info} if info else {"error": "file_not_found"}
+
+    def _m_assistant_threads_setStatus(self, args: dict[str, Any]) -> dict[str, Any]:
+        if self.status_error_in_channels and not str(args.get("channel_id")).startswith("D"):
+            return {"error": self.status_error_in_channels}
+        return {}
+
+    def _m_assistant_threads_setSuggestedPrompts(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def _m_assistant_threads_setTitle(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {}

@@ -1,0 +1,198 @@
+"""Setting the Slack app up: the manifest, ``threadline doctor``, start-up errors, and ``threadline run`` as a
+user runs it (a separate process) with the Slack variables pointed at the fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from adapters import slack as slack_adapter
+from adapters.slack_convert import REQUIRED_SCOPES
+from bot.errors import StartupError
+from bot.runtime import open_runtime
+from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.fakes.slack_server import DEFAULT_SCOPES, FakeSlack
+from tests.helpers import make_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def slack_settings(tmp_path: Path, fake: FakeSlack, openai: FakeOpenAI, **overrides: Any) -> Any:
+    values: dict[str, Any] = {
+        "slack_bot_token": fake.bot_token,
+        "slack_app_token": fake.app_token,
+        "slack_api_url": fake.api_url,
+        "slack_file_origins": [fake.origin],
+    }
+    values.update(overrides)
+    return make_settings(tmp_path, openai.base_url, **values)
+
+
+# --- the manifest ------------------------------------------------------------------------------------------
+
+
+def test_manifest_is_valid_yaml_with_every_scope_the_code_uses() -> None:
+    manifest = yaml.safe_load((ROOT / "manifest.yaml").read_text(encoding="utf-8"))
+    scopes = manifest["oauth_config"]["scopes"]["bot"]
+    assert sorted(scopes) == sorted(REQUIRED_SCOPES), "manifest and code ask for exactly the same scopes"
+    assert set(DEFAULT_SCOPES) == set(REQUIRED_SCOPES), "the fake grants what a manifest install grants"
+    events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
+    assert {"app_mention", "message.im", "message.channels", "message.groups", "message.mpim"} <= events
+    assert "assistant_thread_started" in events
+    assert manifest["settings"]["socket_mode_enabled"] is True
+    assert [c["command"] for c in manifest["features"]["slash_commands"]] == ["/threadline"]
+    assert manifest["features"]["assistant_view"]["assistant_description"]
+    assert manifest["features"]["app_home"]["messages_tab_enabled"] is True, "people can DM the bot"
+
+
+# --- doctor ------------------------------------------------------------------------------------------------
+
+
+async def test_doctor_reports_a_healthy_slack_setup(
+    tmp_path: Path, fake_slack: FakeSlack, fake_openai: FakeOpenAI
+) -> None:
+    async with open_runtime(slack_settings(tmp_path, fake_slack, fake_openai)) as runtime:
+        results = await slack_adapter.doctor_checks(runtime)
+    assert all(ok for ok, _ in results), results
+    lines = "\n".join(line for _, line in results)
+    assert "threadline (U0BOT) in Fake Team (T0TEAM)" in lines
+    assert "Socket Mode: the app-level token is accepted" in lines
+    assert [c.method for c in fake_slack.calls] == ["auth.test", "apps.connections.open"]
+
+
+async def test_doctor_names_missing_scopes(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    fake = await FakeSlack(scopes=tuple(s for s in DEFAULT_SCOPES if s not in {"files:read", "commands"})).start()
+    try:
+        async with open_runtime(slack_settings(tmp_path, fake, fake_openai)) as runtime:
+            results = await slack_adapter.doctor_checks(runtime)
+    finally:
+        await fake.close()
+    failures = [line for ok, line in results if not ok]
+    assert len(failures) == 1
+    assert failures[0].startswith("Slack token is missing scopes: commands, files:read.")
+
+
+async def test_doctor_reports_bad_tokens(tmp_path: Path, fake_slack: FakeSlack, fake_openai: FakeOpenAI) -> None:
+    bad_bot = slack_settings(tmp_path, fake_slack, fake_openai, slack_bot_token="xoxb-revoked")
+    async with open_runtime(bad_bot) as runtime:
+        assert await slack_adapter.doctor_checks(runtime) == [
+            (False, f"Slack at {fake_slack.api_url} rejected SLACK_BOT_TOKEN: invalid_auth")
+        ]
+    bad_app = slack_settings(tmp_path, fake_slack, fake_openai, slack_app_token="xapp-revoked")
+    async with open_runtime(bad_app) as runtime:
+        ok, line = (await slack_adapter.doctor_checks(runtime))[-1]
+    assert not ok and line.startswith("Slack rejected SLACK_APP_TOKEN (invalid_auth)")
+
+
+# --- start-up errors -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"slack_bot_token": "xoxb-revoked"}, "Slack rejected SLACK_BOT_TOKEN (invalid_auth)."),
+        ({"slack_app_token": "xapp-revoked"}, "Slack rejected SLACK_APP_TOKEN (invalid_auth)"),
+        ({"slack_app_token": None}, "Slack needs SLACK_APP_TOKEN (Socket Mode), or SLACK_SIGNING_SECRET"),
+    ],
+)
+async def test_adapter_refuses_to_start_with_a_clear_reason(
+    tmp_path: Path, fake_slack: FakeSlack, fake_openai: FakeOpenAI, overrides: dict[str, Any], message: str
+) -> None:
+    async with open_runtime(slack_settings(tmp_path, fake_slack, fake_openai, **overrides)) as runtime:
+        adapter = slack_adapter.build(runtime)
+        with pytest.raises(StartupError) as caught:
+            await asyncio.wait_for(adapter.run(), 10)
+        await adapter.close()
+    assert str(caught.value).startswith(message)
+
+
+# --- threadline run ------------------------------------------------------------------------------------------
+
+
+def cli_env(tmp_path: Path, fake: FakeSlack, openai: FakeOpenAI, **extra: str) -> dict[str, str]:
+    """Only what a user would set; nothing inherited that could change the outcome."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "THREADLINE_CONFIG": str(tmp_path / "none.toml"),
+        "OPENAI_API_KEY": "sk-test-secret",
+        "OPENAI_BASE_URL": openai.base_url,
+        "THREADLINE_OPENAI_MAX_RETRIES": "0",
+        "THREADLINE_TOOLS": "",
+        "SLACK_BOT_TOKEN": fake.bot_token,
+        "SLACK_APP_TOKEN": fake.app_token,
+        "SLACK_API_URL": fake.api_url,
+        "SLACK_FILE_ORIGINS": fake.origin,
+        "SLACK_STREAM_INTERVAL_SECS": "0.02",
+        **extra,
+    }
+
+
+async def threadline(tmp_path: Path, env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def test_threadline_run_starts_slack_and_streams_an_answer(
+    tmp_path: Path, fake_slack: FakeSlack, fake_openai: FakeOpenAI
+) -> None:
+    fake = fake_slack
+    answer = "Hello from threadline run, streamed into the thread."
+    fake_openai.script(Reply(text=answer, token_interval=0.02, chunk=6))
+    proc = await threadline(tmp_path, cli_env(tmp_path, fake, fake_openai), "run")  # SLACK_BOT_TOKEN is enough
+    try:
+        await fake.wait_connected(within=30)
+        mention = fake.user_event(f"<@{fake.bot_user_id}> are you there?", kind="app_mention")
+        await fake.send_envelope(fake.event_callback(mention))
+        await fake.wait_for(lambda: bool(fake.calls_to("chat.stopStream")), within=20)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    output = out.decode() + err.decode()
+    assert proc.returncode == 0, output
+    assert fake.texts("C0GENERAL", mention["ts"]) == [answer]
+    assert fake.calls_to("chat.startStream") and fake.calls_to("chat.appendStream")
+    assert len(fake.calls_to("chat.stopStream")) == 1
+    assert fake.bot_token not in output and fake.app_token not in output and "sk-test-secret" not in output
+
+
+async def test_threadline_run_with_a_revoked_token_exits_with_the_reason(
+    tmp_path: Path, fake_slack: FakeSlack, fake_openai: FakeOpenAI
+) -> None:
+    env = cli_env(tmp_path, fake_slack, fake_openai, SLACK_BOT_TOKEN="xoxb-revoked-token")
+    proc = await threadline(tmp_path, env, "run", "--adapter", "slack")
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    stderr = err.decode()
+    assert proc.returncode == 1
+    assert "threadline: Slack rejected SLACK_BOT_TOKEN (invalid_auth)." in stderr
+    assert "Traceback" not in stderr and "xoxb-revoked-token" not in stderr
+
+
+async def test_threadline_doctor_names_the_missing_scope(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    fake = await FakeSlack(scopes=tuple(s for s in DEFAULT_SCOPES if s != "files:write")).start()
+    try:
+        proc = await threadline(tmp_path, cli_env(tmp_path, fake, fake_openai), "doctor")
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        await fake.close()
+    stdout = out.decode()
+    assert proc.returncode == 1, stdout + err.decode()
+    assert "✗ Slack token is missing scopes: files:write." in stdout
+    assert "✓ Slack: token works for threadline (U0BOT) in Fake Team (T0TEAM)" in stdout
