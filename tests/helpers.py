@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from bot.settings import Settings
 
+TEST_OPENAI_KEY = "sk-test-secret"
+
 
 def make_settings(tmp_path: Path, openai_base_url: str, **overrides: Any) -> Settings:
     """Settings for a test: fake OpenAI, a database in tmp_path, nothing read from the environment's files."""
     values: dict[str, Any] = {
-        "openai_api_key": "sk-test-secret",
+        "openai_api_key": TEST_OPENAI_KEY,
         "openai_base_url": openai_base_url,
         "openai_max_retries": 0,
         "database": tmp_path / "threadline.db",
@@ -54,3 +59,35 @@ class RecordingReply:
     async def fail(self, message: str) -> None:
         self.events.append(("fail", message))
         self.failed = message
+
+
+def user_env(tmp_path: Path, openai_base_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a `threadline` process: only what a user would set, nothing inherited that could
+    change the outcome."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "THREADLINE_CONFIG": str(tmp_path / "none.toml"),
+        "OPENAI_API_KEY": TEST_OPENAI_KEY,
+        "OPENAI_BASE_URL": openai_base_url,
+        "THREADLINE_OPENAI_MAX_RETRIES": "0",
+        "THREADLINE_TOOLS": "",
+    }
+    env.update(extra)
+    return env
+
+
+async def spawn_threadline(tmp_path: Path, env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
+    """Start `python -m bot ARGS` (what the `threadline` script runs) in tmp_path with pipes on all streams."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        cwd=tmp_path,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import sys
 from pathlib import Path
 
@@ -14,34 +13,15 @@ from adapters.console import ConsoleAdapter
 from bot.runtime import open_runtime
 from tests.fakes import media
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.helpers import make_settings
+from tests.helpers import make_settings, spawn_threadline, user_env
 
 
 def _env(tmp_path: Path, base_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "THREADLINE_", "SLACK_", "DISCORD_"))}
-    env.update(
-        OPENAI_BASE_URL=base_url,
-        OPENAI_API_KEY="sk-cli-secret-key",
-        THREADLINE_DATABASE=str(tmp_path / "db" / "threadline.db"),
-        THREADLINE_TOOLS="",
-        THREADLINE_OPENAI_MAX_RETRIES="0",
-    )
-    env.update(extra)
-    return env
+    return user_env(tmp_path, base_url, **{"THREADLINE_DATABASE": str(tmp_path / "db" / "threadline.db"), **extra})
 
 
 async def _threadline(tmp_path: Path, env: dict[str, str], *args: str, stdin: str = "") -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=tmp_path,
-        env=env,
-    )
+    proc = await spawn_threadline(tmp_path, env, *args)
     out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout=60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -64,7 +44,7 @@ async def test_piped_console_is_one_thread_and_survives_a_restart(tmp_path: Path
     assert "hello" in answers[1], "the second answer knows the first turn"
     (conv,) = fake_openai.conversations.values()
     assert len(fake_openai.responses_for(conv.id)) == 2, "both turns went to one conversation"
-    assert "sk-cli-secret-key" not in out + err
+    assert "sk-test-secret" not in out + err
 
     code, out, err = await _threadline(tmp_path, env, "run", stdin="and now?\n")
     assert code == 0, err
@@ -134,7 +114,7 @@ async def test_doctor_passes_against_a_good_setup(tmp_path: Path, fake_openai: F
 async def test_doctor_fails_clearly(
     tmp_path: Path, fake_openai: FakeOpenAI, extra: dict[str, str], expected: str
 ) -> None:
-    fake_openai.valid_keys = {"sk-cli-secret-key"}
+    fake_openai.valid_keys = {"sk-test-secret"}
     code, out, err = await _threadline(tmp_path, _env(tmp_path, fake_openai.base_url, **extra), "doctor")
     assert code == 1
     assert expected in out, out + err

@@ -3,50 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from pathlib import Path
 
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.helpers import spawn_threadline, user_env
 
 
 def cli_env(tmp_path: Path, discord: FakeDiscord, openai: FakeOpenAI) -> dict[str, str]:
-    """Only what a user would set; nothing inherited that could change the outcome."""
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "XDG_DATA_HOME": str(tmp_path / "data"),
-        "THREADLINE_CONFIG": str(tmp_path / "none.toml"),
-        "OPENAI_API_KEY": "sk-test-secret",
-        "OPENAI_BASE_URL": openai.base_url,
-        "THREADLINE_OPENAI_MAX_RETRIES": "0",
-        "THREADLINE_TOOLS": "",
-        "DISCORD_BOT_TOKEN": discord.token,
-        "DISCORD_API_BASE": discord.api_base,
-        "DISCORD_GATEWAY_URL": discord.gateway_url,
-        "DISCORD_GUILD_READY_TIMEOUT_SECS": "0.1",
-    }
-
-
-async def threadline(tmp_path: Path, env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        *args,
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    return user_env(
+        tmp_path,
+        openai.base_url,
+        DISCORD_BOT_TOKEN=discord.token,
+        DISCORD_API_BASE=discord.api_base,
+        DISCORD_GATEWAY_URL=discord.gateway_url,
+        DISCORD_GUILD_READY_TIMEOUT_SECS="0.1",
     )
 
 
 async def test_threadline_run_answers_a_discord_mention_in_a_new_thread(
     tmp_path: Path, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
 ) -> None:
-    proc = await threadline(tmp_path, cli_env(tmp_path, fake_discord, fake_openai), "run")
+    proc = await spawn_threadline(tmp_path, cli_env(tmp_path, fake_discord, fake_openai), "run")
     try:
         await fake_discord.wait_connected(within=30)
         fake_openai.script(Reply(text="Hello from threadline run."))
@@ -70,7 +49,7 @@ async def test_threadline_run_without_the_message_content_intent_exits_with_the_
     tmp_path: Path, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
 ) -> None:
     fake_discord.message_content_intent = False
-    proc = await threadline(tmp_path, cli_env(tmp_path, fake_discord, fake_openai), "run", "--adapter", "discord")
+    proc = await spawn_threadline(tmp_path, cli_env(tmp_path, fake_discord, fake_openai), "run", "--adapter", "discord")
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     stderr = err.decode()
     assert proc.returncode == 1
@@ -82,7 +61,7 @@ async def test_threadline_doctor_reports_the_discord_token_and_a_missing_intent(
     tmp_path: Path, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
 ) -> None:
     fake_discord.message_content_intent = False
-    proc = await threadline(tmp_path, cli_env(tmp_path, fake_discord, fake_openai), "doctor")
+    proc = await spawn_threadline(tmp_path, cli_env(tmp_path, fake_discord, fake_openai), "doctor")
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     stdout = out.decode()
     assert proc.returncode == 1

@@ -4,9 +4,7 @@ user runs it (a separate process) with the Slack variables pointed at the fakes.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ from bot.errors import StartupError
 from bot.runtime import open_runtime
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.slack_server import DEFAULT_SCOPES, FakeSlack
-from tests.helpers import make_settings
+from tests.helpers import make_settings, spawn_threadline, user_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,36 +115,14 @@ async def test_adapter_refuses_to_start_with_a_clear_reason(
 
 
 def cli_env(tmp_path: Path, fake: FakeSlack, openai: FakeOpenAI, **extra: str) -> dict[str, str]:
-    """Only what a user would set; nothing inherited that could change the outcome."""
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "XDG_DATA_HOME": str(tmp_path / "data"),
-        "THREADLINE_CONFIG": str(tmp_path / "none.toml"),
-        "OPENAI_API_KEY": "sk-test-secret",
-        "OPENAI_BASE_URL": openai.base_url,
-        "THREADLINE_OPENAI_MAX_RETRIES": "0",
-        "THREADLINE_TOOLS": "",
+    slack = {
         "SLACK_BOT_TOKEN": fake.bot_token,
         "SLACK_APP_TOKEN": fake.app_token,
         "SLACK_API_URL": fake.api_url,
         "SLACK_FILE_ORIGINS": fake.origin,
         "SLACK_STREAM_INTERVAL_SECS": "0.02",
-        **extra,
     }
-
-
-async def threadline(tmp_path: Path, env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        *args,
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    return user_env(tmp_path, openai.base_url, **{**slack, **extra})
 
 
 async def test_threadline_run_starts_slack_and_streams_an_answer(
@@ -155,7 +131,7 @@ async def test_threadline_run_starts_slack_and_streams_an_answer(
     fake = fake_slack
     answer = "Hello from threadline run, streamed into the thread."
     fake_openai.script(Reply(text=answer, token_interval=0.02, chunk=6))
-    proc = await threadline(tmp_path, cli_env(tmp_path, fake, fake_openai), "run")  # SLACK_BOT_TOKEN is enough
+    proc = await spawn_threadline(tmp_path, cli_env(tmp_path, fake, fake_openai), "run")  # SLACK_BOT_TOKEN is enough
     try:
         await fake.wait_connected(within=30)
         mention = fake.user_event(f"<@{fake.bot_user_id}> are you there?", kind="app_mention")
@@ -177,7 +153,7 @@ async def test_threadline_run_with_a_revoked_token_exits_with_the_reason(
     tmp_path: Path, fake_slack: FakeSlack, fake_openai: FakeOpenAI
 ) -> None:
     env = cli_env(tmp_path, fake_slack, fake_openai, SLACK_BOT_TOKEN="xoxb-revoked-token")
-    proc = await threadline(tmp_path, env, "run", "--adapter", "slack")
+    proc = await spawn_threadline(tmp_path, env, "run", "--adapter", "slack")
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     stderr = err.decode()
     assert proc.returncode == 1
@@ -188,7 +164,7 @@ async def test_threadline_run_with_a_revoked_token_exits_with_the_reason(
 async def test_threadline_doctor_names_the_missing_scope(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
     fake = await FakeSlack(scopes=tuple(s for s in DEFAULT_SCOPES if s != "files:write")).start()
     try:
-        proc = await threadline(tmp_path, cli_env(tmp_path, fake, fake_openai), "doctor")
+        proc = await spawn_threadline(tmp_path, cli_env(tmp_path, fake, fake_openai), "doctor")
         out, err = await asyncio.wait_for(proc.communicate(), 30)
     finally:
         await fake.close()
