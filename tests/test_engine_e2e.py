@@ -326,3 +326,13 @@ async def test_code_interpreter_files_are_attached(runtime_for: RuntimeFactory, 
     reply = await turn(rt, msg("plot it"))
     assert "running code…" in reply.statuses
     assert [f.data for f in reply.files] == [chart]
+
+
+async def test_sdk_retries_a_429_before_telling_the_user(runtime_for: RuntimeFactory, fake_openai: FakeOpenAI) -> None:
+    rt = await runtime_for(openai_max_retries=1)
+    fake_openai.script(Reply(status=429), Reply(text="answered after one retry"))
+    reply = await turn(rt, msg("hi"))
+    assert reply.failed is None and reply.text == "answered after one retry"
+    fake_openai.script(Reply(status=429), Reply(status=429))
+    reply = await turn(rt, msg("again"))
+    assert reply.failed is not None and "rate limited" in reply.failed
