@@ -6,6 +6,7 @@ the new message, so request size stays flat as a thread grows.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from typing import Any
@@ -43,15 +44,40 @@ class _ConversationGone(Exception):
 
 
 class _TurnRender:
-    """Per-turn rendering state: makes sure ``start`` precedes any output, and collects the text."""
+    """Per-turn rendering state: makes sure ``start`` precedes any output, and collects the text.
 
-    def __init__(self, reply: ReplyStream) -> None:
+    The first status ("thinking…") is a platform API call; it runs while the model is asked, and the reply
+    sees nothing else until it has returned, so the adapter still gets its calls one at a time, in order.
+    """
+
+    def __init__(self, reply: ReplyStream, first_status: str) -> None:
         self.reply = reply
         self.started = False
         self.text: list[str] = []
         self.citations: list[tuple[str, str, str]] = []
+        self._status: asyncio.Task[None] | None = asyncio.ensure_future(reply.set_status(first_status))
+
+    async def settle(self) -> None:
+        """Wait for the first status call (raising what it raised) before the reply is used again."""
+        if self._status is not None:
+            status, self._status = self._status, None
+            await status
+
+    async def abandon(self, *, stopped: bool) -> None:
+        """The turn failed (or was stopped: then the status call is cancelled); the first status call ends
+        before the error reply goes out."""
+        if self._status is not None:
+            status, self._status = self._status, None
+            if stopped:
+                status.cancel()
+            await asyncio.gather(status, return_exceptions=True)
+
+    async def set_status(self, status: str) -> None:
+        await self.settle()
+        await self.reply.set_status(status)
 
     async def ensure_started(self) -> None:
+        await self.settle()
         if not self.started:
             self.started = True
             await self.reply.start()
@@ -82,9 +108,17 @@ class ConversationsEngine:
 
     async def run_turn(self, message: IncomingMessage, reply: ReplyStream) -> None:
         model = self.model_for(message)
-        await reply.set_status("thinking…")
+        render = _TurnRender(reply, "thinking…")
+        try:
+            await self._run_turn(message, reply, model, render)
+        except BaseException as exc:
+            await render.abandon(stopped=isinstance(exc, asyncio.CancelledError))
+            raise
+
+    async def _run_turn(self, message: IncomingMessage, reply: ReplyStream, model: str, render: _TurnRender) -> None:
+        if message.attachments:
+            await render.settle()  # the attachments' own statuses come after "thinking…"
         turn = await self._guard(self.attachments.build(message, reply), model)
-        render = _TurnRender(reply)
         conversation = await self._conversation(message, model)
         try:
             await self._respond(conversation, model, turn, message, render)
@@ -193,7 +227,7 @@ class ConversationsEngine:
         elif kind == "response.output_item.added":
             status = _STATUS_BY_ITEM.get(event.item.type)
             if status:
-                await render.reply.set_status(status)
+                await render.set_status(status)
         elif kind == "response.output_item.done" and event.item.type == "image_generation_call":
             result = getattr(event.item, "result", None)
             if result:
@@ -267,7 +301,7 @@ class ConversationsEngine:
         text = "".join(render.text).strip()
         if not text:
             return
-        await render.reply.set_status("recording a voice reply…")
+        await render.set_status("recording a voice reply…")
         try:
             speech = await self.client.audio.speech.create(
                 model=self.settings.tts_model,

@@ -12,6 +12,7 @@ from openai import AsyncOpenAI
 
 from bot.commands import Commands
 from bot.engine import ConversationsEngine
+from bot.openai_http import openai_http_client
 from bot.settings import Settings
 from bot.store import Store
 from bot.turns import TurnHandler
@@ -34,6 +35,7 @@ def build_openai_client(settings: Settings) -> AsyncOpenAI:
         base_url=settings.openai_base_url or None,
         timeout=settings.openai_timeout_secs,
         max_retries=settings.openai_max_retries,
+        http_client=openai_http_client(settings),
     )
 
 

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(default=None, validation_alias=_alias("OPENAI_BASE_URL"))
     openai_timeout_secs: float = 120.0
     openai_max_retries: int = 2
+    # HTTP transport of the openai SDK: "aiohttp" keeps its cost per request flat with 1,000+ open streams;
+    # "httpx" is the SDK default (httpx2), whose connection pool does O(open connections) work per request.
+    openai_http_client: Literal["aiohttp", "httpx"] = "aiohttp"
     model: str = "gpt-6.2-sol"
     transcription_model: str = "gpt-transcribe"
     tts_model: str = "gpt-4o-mini-tts"

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -133,6 +134,11 @@ class FakeSlack:
         self.acks: list[dict[str, Any]] = []
         self.status_error_in_channels: str | None = None  # e.g. "not_allowed": setStatus only in DMs
         self.stream_dies_after: int | None = None  # appends a stream survives before Slack ends it
+        # Opt-in rate-limit tiers, per method for the workspace: method → (calls, window seconds); a call over it
+        # gets 429 + Retry-After, like Slack (e.g. {"chat.appendStream": (100, 60.0)} for Tier 4). Off: {}.
+        self.tier_limits: dict[str, tuple[int, float]] = {}
+        self.rate_limited: list[str] = []  # the methods answered 429 by tier_limits, in order
+        self._tier_stamps: dict[str, list[float]] = {}
         self._failures: list[_Failure] = []
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
@@ -431,6 +437,11 @@ class FakeSlack:
             failure.times -= 1
             headers = {"Retry-After": "0"} if failure.status == 429 else {}
             return web.json_response({"ok": False, "error": failure.error}, status=failure.status, headers=headers)
+        retry_after = self._over_tier(method)
+        if retry_after is not None:
+            self.rate_limited.append(method)
+            headers = {"Retry-After": str(retry_after)}
+            return web.json_response({"ok": False, "error": "ratelimited"}, status=429, headers=headers)
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"})
@@ -438,6 +449,21 @@ class FakeSlack:
         if isinstance(result, web.Response):
             return result
         return web.json_response({"ok": True, **result} if "error" not in result else {"ok": False, **result})
+
+    def _over_tier(self, method: str) -> int | None:
+        """Whole seconds to wait if one more ``method`` call breaks its ``tier_limits`` entry, else None (and the
+        call is counted)."""
+        limit = self.tier_limits.get(method)
+        if limit is None:
+            return None
+        count, window = limit
+        now = time.monotonic()
+        stamps = [t for t in self._tier_stamps.get(method, []) if now - t < window]
+        self._tier_stamps[method] = stamps
+        if len(stamps) >= count:
+            return max(1, math.ceil(stamps[-count] + window - now))
+        stamps.append(now)
+        return None
 
     def _find(self, channel: str, ts: str) -> FakeMessage | None:
         return next((m for m in self.messages if m.channel == channel and m.ts == ts and not m.deleted), None)

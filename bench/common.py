@@ -1,0 +1,73 @@
+"""Pieces every measure shares: bench settings, a timestamping reply stream, messages, warm-up."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from bot.runtime import Runtime
+from bot.settings import Settings
+from bot.types import IncomingMessage, OutgoingFile, ThreadKey
+from tests.helpers import make_settings
+
+
+def bench_settings(folder: Path, openai_base_url: str, **overrides: Any) -> Settings:
+    """The test settings (fake OpenAI, a fresh database, no hosted tools), quiet logs."""
+    overrides.setdefault("log_level", "WARNING")
+    return make_settings(folder, openai_base_url, **overrides)
+
+
+class TimedReply:
+    """A ReplyStream that stamps (``time.monotonic``) the first text and the end of the answer."""
+
+    def __init__(self) -> None:
+        self.first_text: float | None = None
+        self.ended: float | None = None
+        self.started: float | None = None
+        self.text = ""
+        self.failed: str | None = None
+
+    async def start(self) -> None:
+        self.started = time.monotonic()
+
+    async def append(self, delta: str) -> None:
+        if self.first_text is None:
+            self.first_text = time.monotonic()
+        self.text += delta
+
+    async def attach(self, part: OutgoingFile) -> None:
+        return None
+
+    async def set_status(self, status: str) -> None:
+        return None
+
+    async def finish(self) -> None:
+        self.ended = time.monotonic()
+
+    async def fail(self, message: str) -> None:
+        self.failed = message
+        self.ended = time.monotonic()
+
+
+def message(platform: str, thread: str, text: str, event_id: str, user: str = "U1") -> IncomingMessage:
+    """A message as an adapter would build it, with a dedupe key (so the store's claim runs too)."""
+    key = ThreadKey(platform, "W1", "C1", thread)
+    return IncomingMessage(key=key, user_id=user, text=text, dedupe_keys=(f"{platform}:{event_id}",))
+
+
+async def run_turn(runtime: Runtime, incoming: IncomingMessage, reply: TimedReply | None = None) -> TimedReply:
+    reply = reply or TimedReply()
+    done = await runtime.turns.submit(incoming, reply)
+    if done is None:
+        raise RuntimeError("a benchmark message was dropped as a duplicate")
+    await done
+    if reply.failed:
+        raise RuntimeError(f"a benchmark turn failed: {reply.failed}")
+    return reply
+
+
+async def warm_up(runtime: Runtime, platform: str = "warm", turns: int = 3) -> None:
+    """Build the SDK's pydantic schemas and open connections before anything is timed."""
+    for n in range(turns):
+        await run_turn(runtime, message(platform, "warm", f"warm-up {n}", f"warm-{n}-{time.monotonic_ns()}"))
