@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 from typing import Any
 
@@ -21,6 +22,7 @@ from bot.media import audio_duration
 from bot.openai_errors import api_error_message, terminal_event_error
 from bot.protocols import ReplyStream
 from bot.settings import Settings
+from bot.sse import sse_events
 from bot.store import Store, UsageRow
 from bot.types import IncomingMessage, OutgoingFile, PartKind
 
@@ -195,22 +197,27 @@ class ConversationsEngine:
         completed = False
         streaming = False
         try:
-            stream = await self.client.responses.create(**request)
-            async for event in stream:
-                streaming = True
-                completed = await self._on_event(event, message, model, render) or completed
-        except openai.APIConnectionError as exc:
-            if not streaming:
-                raise UserFacingError(api_error_message(exc, model=model)) from exc
-            log.warning("stream from OpenAI broke: %s", type(exc).__name__)
-            raise UserFacingError("The connection to OpenAI dropped mid-answer. Please ask again.") from exc
+            # The SDK's generic post: same auth, retries and errors as responses.create, without its per-request
+            # parameter transform and per-event models (most of the CPU of a turn; README, Performance).
+            raw = await self.client.post("/responses", cast_to=httpx2.Response, body=request, stream=True)
+            try:
+                async for event in sse_events(raw.aiter_lines()):
+                    streaming = True
+                    completed = await self._on_event(event, message, model, render) or completed
+            finally:
+                await raw.aclose()
         except openai.NotFoundError as exc:
             if "conversation" in str(exc).lower():
                 raise _ConversationGone(conversation) from exc
             raise UserFacingError(api_error_message(exc, model=model)) from exc
         except openai.OpenAIError as exc:
             raise UserFacingError(api_error_message(exc, model=model)) from exc
+        except json.JSONDecodeError as exc:
+            log.warning("OpenAI sent an event that is not JSON: %s", exc)
+            raise UserFacingError("OpenAI sent a garbled answer. Please ask again.") from exc
         except httpx2.HTTPError as exc:
+            if not streaming:
+                raise UserFacingError("I couldn't reach OpenAI (connection error). Please try again shortly.") from exc
             log.warning("stream from OpenAI broke: %s", type(exc).__name__)
             raise UserFacingError("The connection to OpenAI dropped mid-answer. Please ask again.") from exc
         if not completed:
@@ -219,51 +226,49 @@ class ConversationsEngine:
         for container_id, file_id, filename in render.citations:
             await self._attach_container_file(render, container_id, file_id, filename)
 
-    async def _on_event(self, event: Any, message: IncomingMessage, model: str, render: _TurnRender) -> bool:
-        """Handle one stream event; True when the response completed (possibly cut short)."""
-        kind = event.type
+    async def _on_event(self, event: dict[str, Any], message: IncomingMessage, model: str, render: _TurnRender) -> bool:
+        """Handle one stream event (decoded JSON); True when the response completed (possibly cut short)."""
+        kind = event.get("type")
         if kind == "response.output_text.delta":
-            await render.append(event.delta)
+            await render.append(event.get("delta") or "")
         elif kind == "response.output_item.added":
-            status = _STATUS_BY_ITEM.get(event.item.type)
+            status = _STATUS_BY_ITEM.get(str((event.get("item") or {}).get("type")))
             if status:
                 await render.set_status(status)
-        elif kind == "response.output_item.done" and event.item.type == "image_generation_call":
-            result = getattr(event.item, "result", None)
-            if result:
-                fmt = getattr(event.item, "output_format", None) or "png"
-                data = base64.b64decode(result)
+        elif kind == "response.output_item.done":
+            item = event.get("item") or {}
+            if item.get("type") == "image_generation_call" and item.get("result"):
+                fmt = item.get("output_format") or "png"
+                data = base64.b64decode(item["result"])
                 await render.attach(OutgoingFile(PartKind.IMAGE, f"image.{fmt}", f"image/{fmt}", data))
         elif kind == "response.output_text.annotation.added":
-            ann = event.annotation
-            if getattr(ann, "type", None) == "container_file_citation":
-                cited = (ann.container_id, ann.file_id, ann.filename or "file")
+            ann = event.get("annotation") or {}
+            if ann.get("type") == "container_file_citation":
+                cited = (ann["container_id"], ann["file_id"], ann.get("filename") or "file")
                 if cited not in render.citations:
                     render.citations.append(cited)
         elif kind == "response.completed":
-            self._record_usage(event.response, message, model)
+            self._record_usage(event.get("response") or {}, message, model)
             return True
         elif kind == "response.incomplete":
-            self._record_usage(event.response, message, model)
-            details = getattr(event.response, "incomplete_details", None)
-            reason = getattr(details, "reason", None) or "unknown"
+            response = event.get("response") or {}
+            self._record_usage(response, message, model)
+            reason = (response.get("incomplete_details") or {}).get("reason") or "unknown"
             if reason == "max_output_tokens":
                 await render.append("\n\n_(The answer was cut short: it reached the length limit.)_")
             else:
                 await render.append(f"\n\n_(The answer was cut short: {reason}.)_")
             return True
         elif kind == "response.failed":
-            error = getattr(event.response, "error", None)
-            raise terminal_event_error("failed", getattr(error, "code", None), getattr(error, "message", None))
+            error = (event.get("response") or {}).get("error") or {}
+            raise terminal_event_error("failed", error.get("code"), error.get("message"))
         elif kind == "error":
-            raise terminal_event_error(
-                "reported an error", getattr(event, "code", None), getattr(event, "message", None)
-            )
+            raise terminal_event_error("reported an error", event.get("code"), event.get("message"))
         return False
 
-    def _record_usage(self, response: Any, message: IncomingMessage, model: str) -> None:
-        usage = getattr(response, "usage", None)
-        if usage is None:
+    def _record_usage(self, response: dict[str, Any], message: IncomingMessage, model: str) -> None:
+        usage = response.get("usage")
+        if not usage:
             return
         self.store.record_usage(
             UsageRow(
@@ -271,9 +276,9 @@ class ConversationsEngine:
                 user=message.user_id,
                 channel=message.key.channel,
                 thread=message.key.thread,
-                model=getattr(response, "model", None) or model,
-                input_tokens=int(usage.input_tokens or 0),
-                output_tokens=int(usage.output_tokens or 0),
+                model=response.get("model") or model,
+                input_tokens=int(usage.get("input_tokens") or 0),
+                output_tokens=int(usage.get("output_tokens") or 0),
             )
         )
 
