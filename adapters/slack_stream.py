@@ -48,8 +48,8 @@ class ReplyTarget:
 @dataclass(frozen=True, slots=True)
 class StreamOptions:
     native: bool = True
-    stream_interval: float = 1.0
-    update_interval: float = 1.0
+    stream_interval: float = 0.7
+    update_interval: float = 1.25
     limit: int = 3900
 
     @classmethod
