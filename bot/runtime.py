@@ -29,13 +29,19 @@ class Runtime:
     commands: Commands
 
 
-def build_openai_client(settings: Settings) -> AsyncOpenAI:
+def build_http_session(settings: Settings) -> aiohttp.ClientSession:
+    """The process's HTTP session: OpenAI (its streams hold a connection per turn), Slack and file downloads."""
+    connector = aiohttp.TCPConnector(limit=max(settings.max_concurrent_turns, 100) + 100)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120))
+
+
+def build_openai_client(settings: Settings, http: aiohttp.ClientSession | None = None) -> AsyncOpenAI:
     return AsyncOpenAI(
         api_key=settings.openai_api_key.get_secret_value() or "missing-key",
         base_url=settings.openai_base_url or None,
         timeout=settings.openai_timeout_secs,
         max_retries=settings.openai_max_retries,
-        http_client=openai_http_client(settings),
+        http_client=openai_http_client(settings, http),
     )
 
 
@@ -43,14 +49,14 @@ def build_openai_client(settings: Settings) -> AsyncOpenAI:
 async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     store = Store(settings.database)
     store.prune_events(settings.dedupe_retention_hours * 3600)
-    client = build_openai_client(settings)
-    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
+    http = build_http_session(settings)
+    client = build_openai_client(settings, http)
     try:
         engine = ConversationsEngine(settings=settings, store=store, client=client)
         commands = Commands(settings=settings, store=store, engine=engine)
         turns = TurnHandler(settings=settings, store=store, engine=engine)
         yield Runtime(settings, store, client, http, engine, turns, commands)
     finally:
-        await http.close()
         await client.close()
+        await http.close()
         store.close()
