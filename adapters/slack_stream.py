@@ -48,7 +48,7 @@ class ReplyTarget:
 @dataclass(frozen=True, slots=True)
 class StreamOptions:
     native: bool = True
-    stream_interval: float = 0.7
+    stream_interval: float = 0.65
     update_interval: float = 1.25
     limit: int = 3900
 

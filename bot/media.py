@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from dataclasses import dataclass
-
-import av
-from PIL import Image, UnidentifiedImageError
+from types import ModuleType
 
 from bot.errors import AttachmentError
 
@@ -18,15 +17,14 @@ _VISION_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp
 MAX_IMAGE_SIDE = 4096
 
 
-def _register_heif() -> None:
-    try:
-        from pillow_heif import register_heif_opener  # type: ignore[import-not-found]
-    except ImportError:
-        return
+@functools.cache
+def _pillow() -> ModuleType:
+    """Pillow with HEIC/HEIF support (iPhone photos), imported on first use: start-up does not pay for it."""
+    from PIL import Image
+    from pillow_heif import register_heif_opener
+
     register_heif_opener()
-
-
-_register_heif()
+    return Image
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +36,13 @@ class ImageData:
 
 def normalize_image(data: bytes, filename: str) -> ImageData:
     """Verify an image and return it in a format the model accepts (PNG/JPEG/WEBP/still GIF)."""
+    pil = _pillow()
     try:
-        with Image.open(io.BytesIO(data)) as probe:
+        with pil.open(io.BytesIO(data)) as probe:
             probe.verify()
-        image: Image.Image = Image.open(io.BytesIO(data))
+        image = pil.open(io.BytesIO(data))
         image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (pil.UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise AttachmentError(f"I couldn't read {filename} as an image: the file looks damaged.") from exc
     fmt = image.format or ""
     animated = bool(getattr(image, "is_animated", False))
@@ -62,6 +61,8 @@ def normalize_image(data: bytes, filename: str) -> ImageData:
 
 def audio_duration(data: bytes) -> float | None:
     """Duration in seconds of an encoded audio file, or None when it can't be decoded."""
+    import av  # imported on first use: start-up does not pay for it
+
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             stream = container.streams.audio[0]

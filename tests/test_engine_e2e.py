@@ -336,3 +336,23 @@ async def test_sdk_retries_a_429_before_telling_the_user(runtime_for: RuntimeFac
     fake_openai.script(Reply(status=429), Reply(status=429))
     reply = await turn(rt, msg("again"))
     assert reply.failed is not None and "rate limited" in reply.failed
+
+
+async def test_heic_and_bmp_photos_are_converted_to_png(runtime_for: RuntimeFactory, fake_openai: FakeOpenAI) -> None:
+    import io
+
+    from PIL import Image
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    rt = await runtime_for()
+    photos = []
+    for fmt, name, colour in (("HEIF", "IMG_0001.heic", (250, 120, 0)), ("BMP", "scan.bmp", (0, 90, 200))):
+        out = io.BytesIO()
+        Image.new("RGB", (40, 30), colour).save(out, format=fmt)
+        photos.append(bytes_attachment(AttachmentKind.IMAGE, "image/heic", name, out.getvalue()))
+    reply = await turn(rt, msg("what are these?", attachments=tuple(photos)))
+    assert reply.failed is None
+    uploads = [r for r in fake_openai.requests if r.path == "/v1/files"]
+    assert [u.form["file"].filename for u in uploads] == ["IMG_0001.png", "scan.png"]
+    assert all(u.form["file"].data.startswith(b"\x89PNG") for u in uploads)
