@@ -34,9 +34,6 @@ class Commands:
         self.store = store
         self.engine = engine
 
-    def model_for(self, platform: str, channel: str) -> str:
-        return self.store.channel_model(platform, channel) or self.settings.model
-
     async def run(self, text: str, *, key: ThreadKey, user_id: str) -> str:
         """Run one command line (``reset``, ``model gpt-x``…) and return the reply text."""
         name, _, arg = text.strip().partition(" ")
@@ -58,7 +55,7 @@ class Commands:
 
     def _model(self, key: ThreadKey, arg: str) -> str:
         if not arg:
-            return f"This channel uses `{self.model_for(key.platform, key.channel)}`."
+            return f"This channel uses `{self.engine.model_for(key.platform, key.channel)}`."
         if not _MODEL_ID.match(arg):
             return "That doesn't look like a model id (letters, digits, `.`, `-`, `_`, `:` and `/` only)."
         self.store.set_channel_model(key.platform, key.channel, arg)

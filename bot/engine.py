@@ -105,11 +105,11 @@ class ConversationsEngine:
     async def forget(self, key_text: str) -> None:
         self.store.forget_conversation(key_text)
 
-    def model_for(self, message: IncomingMessage) -> str:
-        return self.store.channel_model(message.key.platform, message.key.channel) or self.settings.model
+    def model_for(self, platform: str, channel: str) -> str:
+        return self.store.channel_model(platform, channel) or self.settings.model
 
     async def run_turn(self, message: IncomingMessage, reply: ReplyStream) -> None:
-        model = self.model_for(message)
+        model = self.model_for(message.key.platform, message.key.channel)
         render = _TurnRender(reply, "thinking…")
         try:
             await self._run_turn(message, reply, model, render)

@@ -33,6 +33,10 @@ class TurnEngine(Protocol):
 
     async def run_turn(self, message: IncomingMessage, reply: ReplyStream) -> None: ...
 
+    def model_for(self, platform: str, channel: str) -> str:
+        """The model new turns in this channel use (a per-channel choice, else the configured default)."""
+        ...
+
     async def forget(self, key_text: str) -> None:
         """Drop the thread's model-side memory: the next message starts a new conversation."""
         ...

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from bot.runtime import Runtime
 from bot.settings import Settings
 
 TEST_OPENAI_KEY = "sk-test-secret"
@@ -91,3 +93,14 @@ async def spawn_threadline(tmp_path: Path, env: dict[str, str], *args: str) -> a
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+async def stop_adapter(
+    adapter: Any, task: asyncio.Task[Any], runtime: Runtime, stack: contextlib.AsyncExitStack
+) -> None:
+    """Close an adapter started by a test, let its run() end, finish in-flight turns, then close the runtime."""
+    await adapter.close()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(task, 5)
+    await runtime.turns.wait_idle()
+    await stack.aclose()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -23,7 +22,7 @@ from bot.runtime import Runtime, open_runtime
 from tests.fakes import media
 from tests.fakes.discord_server import VOICE_MESSAGE_FLAG, FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.helpers import make_settings
+from tests.helpers import make_settings, stop_adapter
 
 
 @dataclass
@@ -41,11 +40,7 @@ class RunningBot:
         if self.stopped:
             return
         self.stopped = True
-        await self.adapter.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.task, 5)
-        await self.runtime.turns.wait_idle()
-        await self.stack.aclose()
+        await stop_adapter(self.adapter, self.task, self.runtime, self.stack)
 
 
 class Harness:

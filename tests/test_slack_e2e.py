@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -24,7 +23,7 @@ from bot.text_split import split_message
 from tests.fakes import media
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.slack_server import LOGIN_PAGE, FakeMessage, FakeSlack
-from tests.helpers import make_settings
+from tests.helpers import make_settings, stop_adapter
 
 CHANNEL = "C0GENERAL"
 DM = "D0ALICE"
@@ -81,11 +80,7 @@ class SlackBot:
         return self.fake.thread(channel, thread_ts)
 
     async def stop(self) -> None:
-        await self.adapter.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.task, 5)
-        await self.runtime.turns.wait_idle()
-        await self.stack.aclose()
+        await stop_adapter(self.adapter, self.task, self.runtime, self.stack)
 
 
 class SlackHarness:
