@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from bot.errors import AttachmentError
-from bot.runtime import Runtime
+from bot.gateway import Gateway
 from bot.types import Attachment, IncomingMessage, OutgoingFile, ThreadKey, kind_for_mime
 
 PLATFORM = "console"
@@ -26,14 +26,17 @@ PLATFORM = "console"
 class ConsoleReply:
     """Renders one answer: text streams to stdout, status lines and saved-file notes go to stderr."""
 
-    def __init__(self, out: TextIO, err: TextIO, files_dir: Path, *, show_status: bool) -> None:
+    def __init__(
+        self, out: TextIO, err: TextIO, files_dir: Path, *, show_status: bool, prompt: str = "threadline> "
+    ) -> None:
         self.out, self.err, self.files_dir, self.show_status = out, err, files_dir, show_status
+        self.prompt = prompt
         self._started = False
 
     async def start(self) -> None:
         if not self._started:
             self._started = True
-            self.out.write("threadline> ")
+            self.out.write(self.prompt)
             self.out.flush()
 
     async def append(self, delta: str) -> None:
@@ -57,7 +60,7 @@ class ConsoleReply:
         self.out.flush()
 
     async def fail(self, message: str) -> None:
-        prefix = "\n" if self._started else "threadline> "
+        prefix = "\n" if self._started else self.prompt
         self.out.write(f"{prefix}⚠ {message}\n")
         self.out.flush()
 
@@ -79,16 +82,16 @@ class ConsoleAdapter:
     name = PLATFORM
 
     def __init__(
-        self, runtime: Runtime, *, stdin: TextIO | None = None, out: TextIO | None = None, err: TextIO | None = None
+        self, gateway: Gateway, *, stdin: TextIO | None = None, out: TextIO | None = None, err: TextIO | None = None
     ) -> None:
-        self.runtime = runtime
+        self.gateway = gateway
         self.stdin = stdin or sys.stdin
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.interactive = self.stdin.isatty()
         self.user = _user_name()
         self.files_dir = Path.cwd() / "threadline-files"
-        self.thread = runtime.store.latest_thread_id(PLATFORM) or "main"
+        self.thread = "main"  # until run() finds the console thread used last
         self._pending: list[Attachment] = []
         self._closed = False
 
@@ -96,6 +99,7 @@ class ConsoleAdapter:
         return ThreadKey(PLATFORM, "local", "console", self.thread)
 
     async def run(self) -> None:
+        self.thread = await self.gateway.latest_thread(PLATFORM) or self.thread
         if self.interactive:
             self.err.write("threadline console: type a message, /help for commands, /quit to exit.\n")
         while not self._closed:
@@ -113,15 +117,15 @@ class ConsoleAdapter:
                     break
                 continue
             await self._turn(text)
-        await self.runtime.turns.wait_idle()
+        await self.gateway.wait_idle()
 
     async def _turn(self, text: str) -> None:
         attachments, self._pending = tuple(self._pending), []
         message = IncomingMessage(key=self.key(), user_id=self.user, text=text, attachments=attachments)
         reply = ConsoleReply(self.out, self.err, self.files_dir, show_status=self.interactive)
-        done = await self.runtime.turns.submit(message, reply)
-        if done is not None:
-            await done
+        submission = await self.gateway.submit(message, reply)
+        if submission.done is not None:
+            await submission.done
 
     async def _command(self, text: str) -> bool:
         """Run a slash command; False means quit."""
@@ -140,7 +144,8 @@ class ConsoleAdapter:
             except AttachmentError as exc:
                 self.out.write(f"⚠ {exc}\n")
         else:
-            self.out.write(await self.runtime.commands.run(text[1:], key=self.key(), user_id=self.user) + "\n")
+            reply = ConsoleReply(self.out, self.err, self.files_dir, show_status=False, prompt="")
+            await self.gateway.command(text[1:], key=self.key(), user=self.user, reply=reply)
         self.out.flush()
         return True
 
@@ -155,9 +160,14 @@ def _user_name() -> str:
         return "console-user"
 
 
-def build(runtime: Runtime) -> ConsoleAdapter:
-    return ConsoleAdapter(runtime)
+def load_settings() -> None:
+    """The console has no settings of its own."""
+    return None
 
 
-async def doctor_checks(runtime: Runtime) -> list[tuple[bool, str]]:
+def build(gateway: Gateway, settings: None = None) -> ConsoleAdapter:
+    return ConsoleAdapter(gateway)
+
+
+async def doctor_checks(gateway: Gateway, settings: None = None) -> list[tuple[bool, str]]:
     return [(True, "console adapter needs no credentials")]

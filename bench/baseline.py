@@ -8,12 +8,12 @@ same TurnHandler as threadline's engine (the ``TurnEngine`` protocol), so only t
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, cast
 
 from openai import AsyncOpenAI
 
 from bot.protocols import ReplyStream
-from bot.types import AttachmentKind, IncomingMessage
+from bot.types import AttachmentKind, IncomingMessage, ThreadKey
 
 
 class HistoryResendEngine:
@@ -26,8 +26,11 @@ class HistoryResendEngine:
         self.history: dict[str, list[dict[str, Any]]] = {}
         self.input_tokens: list[int] = []  # what the model billed, per turn
 
-    async def forget(self, key_text: str) -> None:
-        self.history.pop(key_text, None)
+    async def forget(self, key: ThreadKey) -> None:
+        self.history.pop(str(key), None)
+
+    async def model_for(self, platform: str, channel: str) -> str:
+        return self.model
 
     async def run_turn(self, message: IncomingMessage, reply: ReplyStream) -> None:
         items = self.history.setdefault(str(message.key), [])
@@ -42,7 +45,7 @@ class HistoryResendEngine:
         stream = await self.client.responses.create(
             model=self.model,
             instructions=self.instructions,
-            input=items,  # type: ignore[arg-type]
+            input=cast(Any, items),  # our dicts are valid input items; the SDK's unions are too narrow
             store=False,
             stream=True,
         )

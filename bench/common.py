@@ -58,10 +58,10 @@ def message(platform: str, thread: str, text: str, event_id: str, user: str = "U
 
 async def run_turn(runtime: Runtime, incoming: IncomingMessage, reply: TimedReply | None = None) -> TimedReply:
     reply = reply or TimedReply()
-    done = await runtime.turns.submit(incoming, reply)
-    if done is None:
-        raise RuntimeError("a benchmark message was dropped as a duplicate")
-    await done
+    submission = await runtime.gateway.submit(incoming, reply)
+    if submission.done is None:
+        raise RuntimeError(f"a benchmark message was not taken on ({submission.outcome})")
+    await submission.done
     if reply.failed:
         raise RuntimeError(f"a benchmark turn failed: {reply.failed}")
     return reply

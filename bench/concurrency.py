@@ -63,7 +63,7 @@ async def run_child(base_url: str, threads: int, messages: int, latency: float) 
             for n in range(messages):
                 for t in range(threads):
                     incoming = message("conc", f"t{t}", f"thread {t} message {n}", f"c{t}-{n}")
-                    futures.append(await runtime.turns.submit(incoming, replies[t][n]))
+                    futures.append((await runtime.gateway.submit(incoming, replies[t][n])).done)
             submitted = time.monotonic() - started
             await asyncio.gather(*(f for f in futures if f is not None))
             wall = time.monotonic() - started

@@ -23,7 +23,6 @@ from bench.common import TimedReply, bench_settings
 from bench.report import Row
 from bot.runtime import build_openai_client, open_runtime
 from bot.settings import Settings
-from bot.store import Store
 from bot.turns import TurnHandler
 from bot.types import Attachment, AttachmentKind, IncomingMessage, ThreadKey
 from tests.fakes.openai_server import FakeOpenAI, FormFile, Recorded, Reply
@@ -107,20 +106,18 @@ async def _thread(
         before = len(fake.requests)
         fake.script(Reply(text=ANSWER))
         reply = TimedReply()
-        done = await turns.submit(_message(thread, n, image), reply)
-        assert done is not None
-        await done
+        await turns.enqueue(_message(thread, n, image), reply)
         if reply.failed:
             raise RuntimeError(f"cost turn {n} failed: {reply.failed}")
-        costs.append(_cost(fake.requests[before:], tokens()))
+        costs.append(_cost(fake.requests[before:], await tokens()))
     return costs
 
 
 async def _threadline(fake: FakeOpenAI, settings: Settings, turns: int, image: bytes) -> tuple[list[TurnCost], ...]:
     async with open_runtime(settings) as runtime:
 
-        def tokens() -> int:
-            return runtime.store.usage_rows()[-1].input_tokens
+        async def tokens() -> int:
+            return (await runtime.store.usage_rows())[-1].input_tokens
 
         text = await _thread(fake, runtime.turns, "text", turns, tokens)
         with_image = await _thread(fake, runtime.turns, "image", IMAGE_TURNS, tokens, image)
@@ -129,15 +126,17 @@ async def _threadline(fake: FakeOpenAI, settings: Settings, turns: int, image: b
 
 async def _baseline(fake: FakeOpenAI, settings: Settings, turns: int, image: bytes) -> tuple[list[TurnCost], ...]:
     client = build_openai_client(settings)
-    store = Store(settings.database)
     engine = HistoryResendEngine(client=client, model=settings.model, instructions=settings.instructions)
-    handler = TurnHandler(settings=settings, store=store, engine=engine)
+    handler = TurnHandler(settings=settings, engine=engine)
+
+    async def tokens() -> int:
+        return engine.input_tokens[-1]
+
     try:
-        text = await _thread(fake, handler, "text", turns, lambda: engine.input_tokens[-1])
-        with_image = await _thread(fake, handler, "image", IMAGE_TURNS, lambda: engine.input_tokens[-1], image)
+        text = await _thread(fake, handler, "text", turns, tokens)
+        with_image = await _thread(fake, handler, "image", IMAGE_TURNS, tokens, image)
     finally:
         await client.close()
-        store.close()
     return text, with_image
 
 
@@ -199,4 +198,7 @@ async def measure(folder: Path, turns: int = 50) -> list[Row]:
         await fake.close()
     if fake.violations:
         raise RuntimeError(f"requests broke OpenAI's spec: {fake.violations[:3]}")
-    return [*_rows("threadline", *ours, judged=True), *_rows("baseline: re-send history", *theirs, judged=False)]
+    return [
+        *_rows("threadline", ours[0], ours[1], judged=True),
+        *_rows("baseline: re-send history", theirs[0], theirs[1], judged=False),
+    ]

@@ -19,7 +19,7 @@ import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from openai import AsyncOpenAI
 
@@ -91,7 +91,7 @@ async def floor_samples(base_url: str, plan: Plan, settings: Settings) -> list[f
                 model=model,
                 conversation=conversations[thread],
                 instructions=instructions,
-                input=[{"role": "user", "content": content}],  # type: ignore[list-item]
+                input=cast(Any, [{"role": "user", "content": content}]),
                 stream=True,
             )
             first: float | None = None
@@ -125,7 +125,7 @@ class _StampedInput(io.StringIO):
         super().__init__(text)
         self.waiting: float | None = None
 
-    def readline(self, size: int | None = -1) -> str:
+    def readline(self, size: int | None = -1) -> str:  # type: ignore[override]  # StringIO's is str
         line = super().readline(-1 if size is None else size)
         if line.strip() and not line.startswith("/"):
             self.waiting = time.monotonic()
@@ -158,7 +158,7 @@ async def console_samples(base_url: str, plan: Plan, folder: Path) -> list[float
     out = _StampedOutput(stdin)
     async with open_runtime(bench_settings(folder, base_url)) as runtime:
         await warm_up(runtime)
-        await ConsoleAdapter(runtime, stdin=stdin, out=out, err=io.StringIO()).run()
+        await ConsoleAdapter(runtime.gateway, stdin=stdin, out=out, err=io.StringIO()).run()
     timed = out.samples[WARM_TURNS:]
     if len(timed) != plan.turns:
         raise RuntimeError(f"the console answered {len(timed)} of {plan.turns} timed lines")

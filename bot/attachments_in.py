@@ -19,7 +19,7 @@ from bot.media import normalize_image
 from bot.protocols import ReplyStream
 from bot.settings import Settings
 from bot.store import Store
-from bot.types import Attachment, AttachmentKind, IncomingMessage
+from bot.types import Attachment, AttachmentKind, IncomingMessage, ThreadKey
 
 log = logging.getLogger("threadline.attachments")
 
@@ -72,7 +72,7 @@ class AttachmentReader:
         return turn
 
     async def _add(self, turn: TurnInput, message: IncomingMessage, att: Attachment, data: bytes) -> None:
-        key = str(message.key)
+        key = message.key
         match att.kind:
             case AttachmentKind.IMAGE:
                 image = normalize_image(data, att.filename)
@@ -107,16 +107,16 @@ class AttachmentReader:
             mime in INLINE_TEXT_MIMES and _suffix(att.filename) not in CODE_FILE_SUFFIXES
         )
 
-    async def _upload(self, thread_key: str, data: bytes, filename: str, mime: str, purpose: str) -> str:
+    async def _upload(self, thread_key: ThreadKey, data: bytes, filename: str, mime: str, purpose: str) -> str:
         digest = hashlib.sha256(data).hexdigest()
-        known = self.store.file_id(thread_key, digest)
+        known = await self.store.file_id(thread_key, digest)
         if known:
             return known
         try:
             uploaded = await self.client.files.create(file=(filename, data, mime), purpose=purpose)  # type: ignore[arg-type]
         except openai.BadRequestError as exc:
             raise AttachmentError(f"OpenAI would not accept {filename}: {exc.message}") from exc
-        self.store.save_file(thread_key, digest, uploaded.id)
+        await self.store.save_file(thread_key, digest, uploaded.id)
         return uploaded.id
 
     async def _transcribe(self, att: Attachment, data: bytes) -> str:

@@ -9,7 +9,7 @@ import importlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,28 +20,36 @@ from bot.errors import StartupError
 from bot.logging_setup import setup_logging
 from bot.runtime import Runtime, open_runtime
 from bot.settings import Settings
+from bot.store import SchemaTooNew, StoreUnavailable
 
 log = logging.getLogger("threadline")
 
 ADAPTERS = ("console", "slack", "discord")
 
 
-def configured_adapters(settings: Settings) -> list[str]:
-    """Every adapter whose credentials are set; the console when none is."""
-    names = [
-        name for name, ok in (("slack", settings.slack_configured), ("discord", settings.discord_configured)) if ok
-    ]
-    return names or ["console"]
-
-
 def load_adapter_module(name: str) -> Any:
+    """An adapter package: ``load_settings()``, ``build(gateway, settings)``, ``doctor_checks(gateway, settings)``."""
     return importlib.import_module(f"adapters.{name}")
 
 
-async def serve(settings: Settings, names: Sequence[str]) -> int:
-    async with open_runtime(settings) as runtime:
-        adapters = [load_adapter_module(name).build(runtime) for name in names]
-        return await _run_adapters(runtime, adapters)
+def load_adapter_settings() -> dict[str, Any]:
+    """Each adapter's settings section, built once (their packages import no platform library)."""
+    return {name: load_adapter_module(name).load_settings() for name in ADAPTERS}
+
+
+def configured_adapters(sections: Mapping[str, Any]) -> list[str]:
+    """Every adapter whose credentials are set; the console when none is."""
+    names = [name for name in ("slack", "discord") if getattr(sections.get(name), "configured", False)]
+    return names or ["console"]
+
+
+async def serve(settings: Settings, sections: Mapping[str, Any], names: Sequence[str]) -> int:
+    try:
+        async with open_runtime(settings) as runtime:
+            adapters = [load_adapter_module(name).build(runtime.gateway, sections[name]) for name in names]
+            return await _run_adapters(runtime, adapters)
+    except (StoreUnavailable, SchemaTooNew) as exc:  # from open_runtime; adapters report their own failures
+        raise StartupError(str(exc)) from exc
 
 
 async def _run_adapters(runtime: Runtime, adapters: list[Any]) -> int:
@@ -106,13 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = Settings()
+        sections = load_adapter_settings()
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         print(f"threadline: invalid settings: {problems}", file=sys.stderr)
         return 2
-    setup_logging(settings)
+    setup_logging(settings, *(section for section in sections.values() if section is not None))
     if args.command == "doctor":
-        return asyncio.run(run_doctor(settings, load_adapter_module))
+        return asyncio.run(run_doctor(settings, sections, load_adapter_module))
     if not settings.openai_api_key.get_secret_value() and not settings.openai_base_url:
         print(
             "threadline: OPENAI_API_KEY is not set. Export it (or put it in .env), "
@@ -120,9 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    names = args.adapter or configured_adapters(settings)
+    names = args.adapter or configured_adapters(sections)
     try:
-        return asyncio.run(serve(settings, names))
+        return asyncio.run(serve(settings, sections, names))
     except StartupError as exc:
         print(f"threadline: {exc}", file=sys.stderr)
         return 1

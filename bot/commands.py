@@ -41,22 +41,22 @@ class Commands:
         if name in {"", "help"}:
             return HELP
         if name == "reset":
-            await self.engine.forget(str(key))
+            await self.engine.forget(key)
             return "Done: the next message here starts a new conversation."
         if name == "model":
-            return self._model(key, arg)
+            return await self._model(key, arg)
         if name == "usage":
-            turns, tokens_in, tokens_out = self.store.usage_since(key.platform, user_id, month_start())
+            turns, tokens_in, tokens_out = await self.store.usage_since(key.platform, user_id, month_start())
             return (
                 f"This month you used {tokens_in + tokens_out:,} tokens "
                 f"({tokens_in:,} in, {tokens_out:,} out) over {turns:,} turns."
             )
         return f"Unknown command `{name}`. {HELP}"
 
-    def _model(self, key: ThreadKey, arg: str) -> str:
+    async def _model(self, key: ThreadKey, arg: str) -> str:
         if not arg:
-            return f"This channel uses `{self.engine.model_for(key.platform, key.channel)}`."
+            return f"This channel uses `{await self.engine.model_for(key.platform, key.channel)}`."
         if not _MODEL_ID.match(arg):
             return "That doesn't look like a model id (letters, digits, `.`, `-`, `_`, `:` and `/` only)."
-        self.store.set_channel_model(key.platform, key.channel, arg)
+        await self.store.set_channel_model(key.platform, key.channel, arg)
         return f"This channel now uses `{arg}` for new turns."

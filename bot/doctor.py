@@ -3,9 +3,8 @@ adapters are configured and do their credentials work. Exits non-zero on any fai
 
 from __future__ import annotations
 
-import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import openai
@@ -13,7 +12,7 @@ import openai
 from bot.openai_errors import api_error_message
 from bot.runtime import open_runtime
 from bot.settings import Settings
-from bot.store import Store
+from bot.store import SchemaTooNew, StoreUnavailable, open_store
 
 
 def _models_in_use(settings: Settings) -> dict[str, str]:
@@ -43,36 +42,34 @@ async def check_openai(settings: Settings, client: openai.AsyncOpenAI) -> list[t
     return results
 
 
-def check_database(settings: Settings) -> list[tuple[bool, str]]:
+async def check_database(settings: Settings) -> list[tuple[bool, str]]:
+    """Reachable, schema version, writable: on either backend, named without its password."""
+    location = settings.database_location
     try:
-        store = Store(settings.database)
+        store = await open_store(location, pool_size=1)
         try:
-            with store.conn:
-                store.conn.execute("BEGIN IMMEDIATE")
-                store.conn.execute("CREATE TEMP TABLE IF NOT EXISTS doctor_probe (x)")
-                store.conn.execute("INSERT INTO doctor_probe VALUES (1)")
-            version = store.schema_version()
+            version = await store.probe()
         finally:
-            store.close()
-    except (sqlite3.Error, OSError, RuntimeError) as exc:
-        return [(False, f"database {settings.database} is not writable: {exc}")]
-    return [(True, f"database {settings.database} is writable (schema v{version})")]
+            await store.close()
+    except (StoreUnavailable, SchemaTooNew) as exc:  # their messages name the database, without a password
+        return [(False, str(exc))]
+    except Exception as exc:  # e.g. an unwritable SQLite file: name the problem, never a traceback
+        return [(False, f"database {location.safe} is not writable: {exc}")]
+    return [(True, f"database {location.safe} ({location.scheme}) is reachable and writable (schema v{version})")]
 
 
-async def run_doctor(settings: Settings, load_adapter: Callable[[str], Any]) -> int:
-    results = check_database(settings)
+async def run_doctor(settings: Settings, sections: Mapping[str, Any], load_adapter: Callable[[str], Any]) -> int:
+    results = await check_database(settings)
     if not results[0][0]:
         _print(results)
         return 1
     async with open_runtime(settings) as runtime:
         results += await check_openai(settings, runtime.openai)
-        configured = [
-            n for n, ok in (("slack", settings.slack_configured), ("discord", settings.discord_configured)) if ok
-        ]
+        configured = [n for n in ("slack", "discord") if getattr(sections.get(n), "configured", False)]
         results.append((True, f"adapters configured: {', '.join(configured) or 'none (console only)'}"))
         for name in configured:
             try:
-                results += await load_adapter(name).doctor_checks(runtime)
+                results += await load_adapter(name).doctor_checks(runtime.gateway, sections[name])
             except Exception as exc:
                 results.append((False, f"{name}: check failed: {type(exc).__name__}"))
     _print(results)

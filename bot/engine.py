@@ -24,7 +24,7 @@ from bot.protocols import ReplyStream
 from bot.settings import Settings
 from bot.sse import sse_events
 from bot.store import Store, UsageRow
-from bot.types import IncomingMessage, OutgoingFile, PartKind
+from bot.types import IncomingMessage, OutgoingFile, PartKind, ThreadKey
 
 log = logging.getLogger("threadline.engine")
 
@@ -102,14 +102,14 @@ class ConversationsEngine:
         self.client = client
         self.attachments = AttachmentReader(settings=settings, store=store, client=client)
 
-    async def forget(self, key_text: str) -> None:
-        self.store.forget_conversation(key_text)
+    async def forget(self, key: ThreadKey) -> None:
+        await self.store.forget_conversation(key)
 
-    def model_for(self, platform: str, channel: str) -> str:
-        return self.store.channel_model(platform, channel) or self.settings.model
+    async def model_for(self, platform: str, channel: str) -> str:
+        return await self.store.channel_model(platform, channel) or self.settings.model
 
     async def run_turn(self, message: IncomingMessage, reply: ReplyStream) -> None:
-        model = self.model_for(message.key.platform, message.key.channel)
+        model = await self.model_for(message.key.platform, message.key.channel)
         render = _TurnRender(reply, "thinking…")
         try:
             await self._run_turn(message, reply, model, render)
@@ -143,8 +143,7 @@ class ConversationsEngine:
             raise UserFacingError(api_error_message(exc, model=model)) from exc
 
     async def _conversation(self, message: IncomingMessage, model: str, *, fresh: bool = False) -> str:
-        key = str(message.key)
-        record = None if fresh else self.store.thread(key)
+        record = None if fresh else await self.store.thread(message.key)
         if record and record.conversation_id:
             return record.conversation_id
         metadata = {
@@ -154,13 +153,7 @@ class ConversationsEngine:
             "thread": message.key.thread[:512],
         }
         conversation = await self._guard(self.client.conversations.create(metadata=metadata), model)
-        self.store.save_conversation(
-            key,
-            platform=message.key.platform,
-            channel=message.key.channel,
-            conversation_id=conversation.id,
-            model=model,
-        )
+        await self.store.save_conversation(message.key, conversation_id=conversation.id, model=model)
         return str(conversation.id)
 
     def _tools(self, turn: TurnInput) -> list[dict[str, Any]]:
@@ -222,7 +215,7 @@ class ConversationsEngine:
             raise UserFacingError("The connection to OpenAI dropped mid-answer. Please ask again.") from exc
         if not completed:
             raise UserFacingError("The answer stopped before it was complete. Please ask again.")
-        self.store.touch(str(message.key))
+        await self.store.touch(message.key)
         for container_id, file_id, filename in render.citations:
             await self._attach_container_file(render, container_id, file_id, filename)
 
@@ -248,11 +241,11 @@ class ConversationsEngine:
                 if cited not in render.citations:
                     render.citations.append(cited)
         elif kind == "response.completed":
-            self._record_usage(event.get("response") or {}, message, model)
+            await self._record_usage(event.get("response") or {}, message, model)
             return True
         elif kind == "response.incomplete":
             response = event.get("response") or {}
-            self._record_usage(response, message, model)
+            await self._record_usage(response, message, model)
             reason = (response.get("incomplete_details") or {}).get("reason") or "unknown"
             if reason == "max_output_tokens":
                 await render.append("\n\n_(The answer was cut short: it reached the length limit.)_")
@@ -266,11 +259,11 @@ class ConversationsEngine:
             raise terminal_event_error("reported an error", event.get("code"), event.get("message"))
         return False
 
-    def _record_usage(self, response: dict[str, Any], message: IncomingMessage, model: str) -> None:
+    async def _record_usage(self, response: dict[str, Any], message: IncomingMessage, model: str) -> None:
         usage = response.get("usage")
         if not usage:
             return
-        self.store.record_usage(
+        await self.store.record_usage(
             UsageRow(
                 platform=message.key.platform,
                 user=message.user_id,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
+from pydantic_settings import BaseSettings
 
 from bot.settings import Settings
 
@@ -32,19 +34,25 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def secret_values(settings: Settings) -> list[str]:
+def secret_values(*sections: BaseSettings) -> list[str]:
+    """Every secret of every settings section, and the database password (it sits inside a URL)."""
     values = []
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if isinstance(value, SecretStr) and value.get_secret_value():
-            values.append(value.get_secret_value())
+    for section in sections:
+        for name in type(section).model_fields:
+            value = getattr(section, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                values.append(value.get_secret_value())
+        if isinstance(section, Settings):
+            password = urlsplit(section.database).password if "://" in section.database else None
+            if password:
+                values.append(password)
     return values
 
 
-def setup_logging(settings: Settings) -> None:
+def setup_logging(settings: Settings, *sections: BaseSettings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactSecrets(secret_values(settings)))
+    handler.addFilter(RedactSecrets(secret_values(settings, *sections)))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

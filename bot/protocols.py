@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from bot.types import IncomingMessage, OutgoingFile
+from bot.types import IncomingMessage, OutgoingFile, ThreadKey
 
 
 @runtime_checkable
@@ -33,11 +33,11 @@ class TurnEngine(Protocol):
 
     async def run_turn(self, message: IncomingMessage, reply: ReplyStream) -> None: ...
 
-    def model_for(self, platform: str, channel: str) -> str:
+    async def model_for(self, platform: str, channel: str) -> str:
         """The model new turns in this channel use (a per-channel choice, else the configured default)."""
         ...
 
-    async def forget(self, key_text: str) -> None:
+    async def forget(self, key: ThreadKey) -> None:
         """Drop the thread's model-side memory: the next message starts a new conversation."""
         ...
 

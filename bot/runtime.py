@@ -1,5 +1,5 @@
 """The process-wide objects, built once and passed explicitly: settings, store, one OpenAI client, one HTTP
-session, the engine, the turn handler and the shared commands."""
+session, the engine, the turn handler, the shared commands, and the gateway adapters talk to."""
 
 from __future__ import annotations
 
@@ -12,14 +12,17 @@ from openai import AsyncOpenAI
 
 from bot.commands import Commands
 from bot.engine import ConversationsEngine
+from bot.gateway import Gateway
 from bot.openai_http import openai_http_client
 from bot.settings import Settings
-from bot.store import Store
+from bot.store import Store, open_store
 from bot.turns import TurnHandler
 
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
+    """Everything the core holds. Adapters get only ``gateway``; the rest is the core's (and tests')."""
+
     settings: Settings
     store: Store
     openai: AsyncOpenAI
@@ -27,6 +30,7 @@ class Runtime:
     engine: ConversationsEngine
     turns: TurnHandler
     commands: Commands
+    gateway: Gateway
 
 
 def build_http_session(settings: Settings) -> aiohttp.ClientSession:
@@ -47,16 +51,20 @@ def build_openai_client(settings: Settings, http: aiohttp.ClientSession | None =
 
 @asynccontextmanager
 async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    store = Store(settings.database)
-    store.prune_events(settings.dedupe_retention_hours * 3600)
-    http = build_http_session(settings)
-    client = build_openai_client(settings, http)
+    """Open the store (raises StoreUnavailable when it can't be reached), then everything that uses it."""
+    store = await open_store(settings.database_location, pool_size=settings.database_pool_size)
     try:
-        engine = ConversationsEngine(settings=settings, store=store, client=client)
-        commands = Commands(settings=settings, store=store, engine=engine)
-        turns = TurnHandler(settings=settings, store=store, engine=engine)
-        yield Runtime(settings, store, client, http, engine, turns, commands)
+        await store.prune_events(settings.dedupe_retention_hours * 3600)
+        http = build_http_session(settings)
+        client = build_openai_client(settings, http)
+        try:
+            engine = ConversationsEngine(settings=settings, store=store, client=client)
+            commands = Commands(settings=settings, store=store, engine=engine)
+            turns = TurnHandler(settings=settings, engine=engine)
+            gateway = Gateway(settings=settings, store=store, turns=turns, commands=commands, http=http)
+            yield Runtime(settings, store, client, http, engine, turns, commands, gateway)
+        finally:
+            await client.close()
+            await http.close()
     finally:
-        await client.close()
-        await http.close()
-        store.close()
+        await store.close()

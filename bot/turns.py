@@ -1,4 +1,4 @@
-"""Turn handling: dedupe, access, strict per-thread order, a global cap on model calls, a timeout per turn.
+"""Turn handling: strict per-thread order, a global cap on model calls, a timeout per turn.
 
 Every message of one thread goes through that thread's queue, so turns never overlap or reorder; threads run
 side by side. Whatever goes wrong in a turn ends as a short reply in that thread and a log line.
@@ -11,11 +11,9 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
-from bot.access import access_denied_reason
 from bot.errors import UserFacingError
 from bot.protocols import ReplyStream, TurnEngine
 from bot.settings import Settings
-from bot.store import Store
 from bot.types import IncomingMessage, ThreadKey
 
 log = logging.getLogger("threadline.turns")
@@ -35,25 +33,16 @@ class _ThreadLane:
 
 
 class TurnHandler:
-    def __init__(self, *, settings: Settings, store: Store, engine: TurnEngine) -> None:
+    def __init__(self, *, settings: Settings, engine: TurnEngine) -> None:
         self.settings = settings
-        self.store = store
         self.engine = engine
         self._cap = asyncio.Semaphore(settings.max_concurrent_turns)
         self._lanes: dict[ThreadKey, _ThreadLane] = {}
 
-    async def submit(self, message: IncomingMessage, reply: ReplyStream) -> asyncio.Future[None] | None:
-        """Queue a message. Returns None for a duplicate delivery, else a future done when the turn ends."""
-        if message.dedupe_keys and not self.store.claim_events(message.dedupe_keys):
-            log.info("dropped duplicate delivery %s", message.dedupe_keys[0])
-            return None
+    def enqueue(self, message: IncomingMessage, reply: ReplyStream) -> asyncio.Future[None]:
+        """Queue an accepted message (the gateway has deduped and checked it); the future is done when its turn
+        has ended."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        reason = access_denied_reason(self.settings, message)
-        if reason is not None:
-            log.info("access denied for user %s in %s", message.user_id, message.key)
-            await self._safe_fail(reply, reason)
-            done.set_result(None)
-            return done
         lane = self._lanes.get(message.key)
         if lane is None:
             lane = self._lanes[message.key] = _ThreadLane()

@@ -7,16 +7,19 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.runtime import Runtime
-from bot.settings import Settings
+from bot.settings import Settings, SettingsBase
+
+S = TypeVar("S", bound=SettingsBase)
 
 TEST_OPENAI_KEY = "sk-test-secret"
 
 
 def make_settings(tmp_path: Path, openai_base_url: str, **overrides: Any) -> Settings:
-    """Settings for a test: fake OpenAI, a database in tmp_path, nothing read from the environment's files."""
+    """The core's settings for a test: fake OpenAI, a database in tmp_path, nothing read from the environment's
+    files."""
     values: dict[str, Any] = {
         "openai_api_key": TEST_OPENAI_KEY,
         "openai_base_url": openai_base_url,
@@ -26,6 +29,18 @@ def make_settings(tmp_path: Path, openai_base_url: str, **overrides: Any) -> Set
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def section(cls: type[S], **values: Any) -> S:
+    """An adapter's settings section for a test, from the given values only (no .env)."""
+    return cls(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def split_settings(tmp_path: Path, openai_base_url: str, cls: type[S], **overrides: Any) -> tuple[Settings, S]:
+    """Core and adapter settings from one set of overrides, each field going to the section that has it."""
+    own = {k: v for k, v in overrides.items() if k in cls.model_fields}
+    core = {k: v for k, v in overrides.items() if k not in cls.model_fields}
+    return make_settings(tmp_path, openai_base_url, **core), section(cls, **own)
 
 
 class RecordingReply:
@@ -102,5 +117,5 @@ async def stop_adapter(
     await adapter.close()
     with contextlib.suppress(Exception):
         await asyncio.wait_for(task, 5)
-    await runtime.turns.wait_idle()
+    await runtime.gateway.wait_idle()
     await stack.aclose()

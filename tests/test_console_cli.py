@@ -53,6 +53,19 @@ async def test_piped_console_is_one_thread_and_survives_a_restart(tmp_path: Path
     assert "what did I just say?" in out
 
 
+async def test_a_refused_console_user_is_told_once_per_line_and_nothing_is_claimed(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    env = _env(tmp_path, fake_openai.base_url, THREADLINE_ALLOWED_USERS="someone-else")
+    code, out, err = await _threadline(tmp_path, env, "run", stdin="hello\n/usage\n/help\n")
+    assert code == 0, err
+    assert out.count("not on this bot's list") == 2, "the message and /usage are refused; /help is not"
+    assert "Commands:" in out
+    assert not [r for r in fake_openai.requests if r.path.startswith(("/v1/responses", "/v1/conversations"))]
+    async with open_runtime(make_settings(tmp_path, fake_openai.base_url, database=env["THREADLINE_DATABASE"])) as rt:
+        assert await rt.gateway.latest_thread("console") is None, "a refused message claims no thread"
+
+
 async def test_console_commands_new_attach_and_errors(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
     picture = tmp_path / "cat.png"
     picture.write_bytes(media.png(40, 30, (10, 200, 10)))
@@ -81,7 +94,7 @@ async def test_console_streams_text_as_it_arrives(tmp_path: Path, fake_openai: F
     fake_openai.script(Reply(text="streaming answer in pieces", chunk=4))
     async with open_runtime(make_settings(tmp_path, fake_openai.base_url)) as runtime:
         out = Recording()
-        adapter = ConsoleAdapter(runtime, stdin=io.StringIO("go\n"), out=out, err=io.StringIO())
+        adapter = ConsoleAdapter(runtime.gateway, stdin=io.StringIO("go\n"), out=out, err=io.StringIO())
         await adapter.run()
     assert out.getvalue() == "threadline> streaming answer in pieces\n"
     assert len([w for w in writes if w and w in "streaming answer in pieces"]) >= 5, "text arrives in deltas"

@@ -14,15 +14,16 @@ from typing import Any
 
 import pytest
 
-from adapters.discord import DiscordAdapter, build, doctor_checks
-from adapters.discord_convert import guild_key
+from adapters.discord import DiscordSettings, build, doctor_checks
+from adapters.discord.adapter import DiscordAdapter
+from adapters.discord.convert import guild_key
 from bot.errors import StartupError
 from bot.media import audio_duration
 from bot.runtime import Runtime, open_runtime
 from tests.fakes import media
 from tests.fakes.discord_server import VOICE_MESSAGE_FLAG, FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.helpers import make_settings, stop_adapter
+from tests.helpers import split_settings, stop_adapter
 
 
 @dataclass
@@ -34,7 +35,7 @@ class RunningBot:
     stopped: bool = False
 
     async def idle(self) -> None:
-        await self.runtime.turns.wait_idle()
+        await self.runtime.gateway.wait_idle()
 
     async def stop(self) -> None:
         if self.stopped:
@@ -59,12 +60,13 @@ class Harness:
             "discord_ack_reaction": "",
         }
         values.update(overrides)
-        return make_settings(self.tmp_path, self.openai.base_url, **values)
+        return split_settings(self.tmp_path, self.openai.base_url, DiscordSettings, **values)
 
     async def start(self, **overrides: Any) -> RunningBot:
         stack = AsyncExitStack()
-        runtime = await stack.enter_async_context(open_runtime(self.settings(**overrides)))
-        adapter = build(runtime)
+        core, section = self.settings(**overrides)
+        runtime = await stack.enter_async_context(open_runtime(core))
+        adapter = build(runtime.gateway, section)
         task = asyncio.create_task(adapter.run())
         ready = asyncio.create_task(adapter.ready.wait())
         await asyncio.wait({task, ready}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
@@ -131,7 +133,7 @@ async def test_mention_creates_a_thread_then_streams_edits_then_the_final_text(
     assert fake_discord.bot_messages_in(fake_discord.channel_id) == [], "nothing is posted in the channel itself"
 
     key = guild_key(fake_discord.guild_id, fake_discord.channel_id, tid)
-    assert bot.runtime.store.is_owned(str(key))
+    assert await bot.runtime.store.is_owned(key)
     (conv,) = fake_openai.conversations.values()
     assert conv.metadata["thread"] == str(tid)
     (body,) = fake_openai.responses_for(conv.id)
@@ -504,16 +506,18 @@ async def test_auto_sharded_client_keeps_the_configured_gateway_and_answers(
 
 
 async def test_doctor_checks_token_and_intent(harness: Harness, fake_discord: FakeDiscord) -> None:
-    async with open_runtime(harness.settings()) as runtime:
-        good = await doctor_checks(runtime)
+    async def checks(**overrides: Any) -> list[tuple[bool, str]]:
+        core, section = harness.settings(**overrides)
+        async with open_runtime(core) as runtime:
+            return await doctor_checks(runtime.gateway, section)
+
+    good = await checks()
     assert all(ok for ok, _ in good) and any("Message Content intent is enabled" in line for _, line in good)
     fake_discord.message_content_intent = False
-    async with open_runtime(harness.settings()) as runtime:
-        off = await doctor_checks(runtime)
+    off = await checks()
     assert [ok for ok, _ in off][:2] == [True, False]
     assert "Bot → Privileged Gateway Intents → Message Content Intent" in off[1][1]
-    async with open_runtime(harness.settings(discord_bot_token="wrong-token")) as runtime:
-        bad = await doctor_checks(runtime)
+    bad = await checks(discord_bot_token="wrong-token")
     assert bad == [(False, bad[0][1])] and "rejected DISCORD_BOT_TOKEN" in bad[0][1]
     assert "wrong-token" not in bad[0][1]
 
@@ -590,7 +594,7 @@ async def test_a_refused_mention_in_someone_elses_thread_does_not_claim_it(
     bot = await harness.start(allowed_users=[fake_discord.bob["id"]])
     await fake_discord.user_message(tid, "answer me", mention_bot=True)
     await answered(fake_discord, bot, tid, "not on this bot's list")
-    assert not bot.runtime.store.is_owned(str(guild_key(fake_discord.guild_id, fake_discord.channel_id, tid)))
+    assert not await bot.runtime.store.is_owned(guild_key(fake_discord.guild_id, fake_discord.channel_id, tid))
     dm = fake_discord.dm_channel(fake_discord.bob)
     fake_openai.script(Reply(text="sentinel answer"))
     await fake_discord.user_message(tid, "bob talking without a mention", author=fake_discord.bob)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters import discord_convert as convert
-from adapters.discord_setup import invite_permissions, invite_url
-from adapters.discord_throttle import ChannelThrottle
-from adapters.discord_voice import VoiceMessageError, voice_metadata, waveform_bytes
+from adapters.discord import convert
+from adapters.discord.setup import invite_permissions, invite_url
+from adapters.discord.throttle import ChannelThrottle
+from adapters.discord.voice import VoiceMessageError, voice_metadata, waveform_bytes
 from bot.errors import AttachmentError
 from bot.types import AttachmentKind
 from tests.fakes import media
@@ -154,7 +154,7 @@ def test_undecodable_audio_is_refused_for_a_voice_message() -> None:
 def test_the_adapter_module_named_discord_does_not_shadow_discord_py() -> None:
     import discord
 
-    import adapters.discord as adapter_module
+    import adapters.discord.adapter as adapter_module
 
     assert Path(discord.__file__).parent.name == "discord" and hasattr(discord, "Client")
-    assert adapter_module.discord is discord and Path(adapter_module.__file__).parent.name == "adapters"
+    assert adapter_module.discord is discord and Path(adapter_module.__file__).parent.parent.name == "adapters"

@@ -40,9 +40,9 @@ def msg(text: str, thread: str = "t1", user: str = "U1", **kw: Any) -> IncomingM
 
 async def turn(rt: Runtime, message: IncomingMessage) -> RecordingReply:
     reply = RecordingReply()
-    done = await rt.turns.submit(message, reply)
-    assert done is not None
-    await done
+    submission = await rt.gateway.submit(message, reply)
+    if submission.done is not None:
+        await submission.done
     return reply
 
 
@@ -75,7 +75,7 @@ async def test_thread_maps_to_one_conversation_and_usage_is_recorded(
     assert bodies[1]["input"] == [
         {"role": "user", "content": [{"type": "input_text", "text": "what did I just say?"}]}
     ], "only the new message is sent; the server holds the history"
-    rows = rt.store.usage_rows()
+    rows = await rt.store.usage_rows()
     assert len(rows) == 2 and all(r.output_tokens > 0 and r.input_tokens > 0 for r in rows)
     assert rows[0].user == "U1" and rows[0].model == "gpt-6.2-sol"
 
@@ -153,7 +153,7 @@ async def test_lost_conversation_is_recreated_once_and_user_told(
     fake_openai.script(Reply(text="fresh start"))
     reply = await turn(rt, msg("second"))
     assert reply.failed is None and "earlier context" in reply.text and reply.text.endswith("fresh start")
-    record = rt.store.thread(str(msg("x").key))
+    record = await rt.store.thread(msg("x").key)
     assert record is not None and record.conversation_id != old and record.conversation_id in fake_openai.conversations
     third = await turn(rt, msg("third"))
     assert "earlier context" not in third.text, "the new conversation is reused"
@@ -166,7 +166,7 @@ async def test_turns_in_one_thread_run_in_arrival_order(runtime_for: RuntimeFact
     futures = []
     for text in ("first", "second", "third"):
         reply = RecordingReply()
-        done = await rt.turns.submit(msg(text), reply)
+        done = (await rt.gateway.submit(msg(text), reply)).done
         assert done is not None
         done.add_done_callback(lambda _f, r=reply: finished.append(r.text))
         futures.append(done)
@@ -198,7 +198,7 @@ async def test_threads_run_concurrently_under_the_cap(runtime_for: RuntimeFactor
 
     futures = []
     for i in range(6):
-        done = await rt.turns.submit(msg("go", thread=f"th{i}"), Counting())
+        done = (await rt.gateway.submit(msg("go", thread=f"th{i}"), Counting())).done
         assert done is not None
         futures.append(done)
     await asyncio.gather(*futures)
@@ -210,8 +210,8 @@ async def test_slow_turn_times_out_and_the_thread_goes_on(runtime_for: RuntimeFa
     fake_openai.script(Reply(text="too slow", ttft=2.0), Reply(text="quick"))
     slow = RecordingReply()
     fast = RecordingReply()
-    first = await rt.turns.submit(msg("slow"), slow)
-    second = await rt.turns.submit(msg("fast"), fast)
+    first = (await rt.gateway.submit(msg("slow"), slow)).done
+    second = (await rt.gateway.submit(msg("fast"), fast)).done
     assert first is not None and second is not None
     await asyncio.gather(first, second)
     assert slow.failed is not None and "took longer than 0.3 seconds" in slow.failed
@@ -236,8 +236,8 @@ async def test_a_crash_inside_a_turn_is_contained(
 
 async def test_duplicate_deliveries_are_dropped(runtime_for: RuntimeFactory, fake_openai: FakeOpenAI) -> None:
     rt = await runtime_for()
-    first = await rt.turns.submit(msg("hi", dedupe_keys=("test:ev:1", "test:msg:C1:1")), RecordingReply())
-    again = await rt.turns.submit(msg("hi", dedupe_keys=("test:ev:2", "test:msg:C1:1")), RecordingReply())
+    first = (await rt.gateway.submit(msg("hi", dedupe_keys=("test:ev:1", "test:msg:C1:1")), RecordingReply())).done
+    again = (await rt.gateway.submit(msg("hi", dedupe_keys=("test:ev:2", "test:msg:C1:1")), RecordingReply())).done
     assert first is not None and again is None
     await first
     assert len([r for r in fake_openai.requests if r.path == "/v1/responses"]) == 1
@@ -253,8 +253,10 @@ async def test_access_lists_are_checked_before_any_model_call(
     assert dm.failed is not None and "Direct messages are turned off" in dm.failed
     assert not [r for r in fake_openai.requests if r.path.startswith("/v1/responses")]
     assert not [r for r in fake_openai.requests if r.path.startswith("/v1/conversations")]
+    assert not await rt.store.is_owned(msg("x").key), "a refused message never claims its thread"
     allowed = await turn(rt, msg("hi", user="alice"))
     assert allowed.finished and allowed.failed is None
+    assert await rt.store.is_owned(msg("x").key), "an accepted message makes the thread the bot's"
 
 
 async def test_images_are_uploaded_once_per_thread(runtime_for: RuntimeFactory, fake_openai: FakeOpenAI) -> None:

@@ -268,47 +268,68 @@ async def test_models(fake_openai: FakeOpenAI, client: openai.AsyncOpenAI):
 
 # --- spec validation ------------------------------------------------------------------------------
 
-BAD_BODIES = {
+BAD_BODIES: dict[str, dict[str, Any]] = {
     "misspelt part type": {"input": [{"role": "user", "content": [{"type": "input_txt", "text": "hi"}]}]},
     "retired retrieval tool": {"input": "hi", "tools": [{"type": "retrieval"}]},
     "string temperature": {"input": "hi", "temperature": "hot"},
     "unknown parameter": {"input": "hi", "assistant_id": "asst_1"},
 }
+# where each bad body goes wrong, as every spec source (full or bundled) reports it
+BAD_PARAMS = {
+    "misspelt part type": "$.input[0].content[0]",
+    "retired retrieval tool": "$.tools[0]",
+    "string temperature": "$.temperature",
+    "unknown parameter": "$.assistant_id",
+}
+GOOD_BODY: dict[str, Any] = {
+    "model": "gpt-6.2-sol-2027-01-01",  # newer than any enum: model ids are open strings
+    "conversation": "conv_1",
+    "instructions": "be brief",
+    "input": [
+        {
+            "role": "user",
+            "content": [
+                {"type": "input_text", "text": "hi"},
+                {"type": "input_image", "file_id": "file-1", "detail": "auto"},
+            ],
+        }
+    ],
+    "tools": [
+        {"type": "image_generation", "model": "gpt-image-2.6-sunburst", "partial_images": 1},
+        {"type": "code_interpreter", "container": {"type": "auto", "file_ids": []}},
+    ],
+    "stream": True,
+}
 
 
+@pytest.mark.parametrize("source", ["in use", "bundled"])
 @pytest.mark.parametrize("name", BAD_BODIES)
-async def test_bad_bodies_land_in_violations(unchecked: tuple[FakeOpenAI, openai.AsyncOpenAI], name: str):
+async def test_bad_bodies_land_in_violations(
+    unchecked: tuple[FakeOpenAI, openai.AsyncOpenAI], monkeypatch: pytest.MonkeyPatch, name: str, source: str
+):
+    """Through the fake's HTTP path, with the spec in use and with the bundled copy alone (as on a fresh clone)."""
+    if source == "bundled":
+        bundled = spec.validator(spec.BUNDLED)
+        monkeypatch.setattr(spec, "validator", lambda setting=None: bundled)
     fake, sdk = unchecked
     fake.script(Reply(text="never sent"))
-    with pytest.raises(openai.BadRequestError, match="Invalid request body"):
+    with pytest.raises(openai.BadRequestError, match="Invalid request body") as caught:
         await sdk.post("/responses", body={"model": "gpt-6.2-sol", **BAD_BODIES[name]}, cast_to=dict)
     assert len(fake.violations) == 1 and "CreateResponse" in fake.violations[0]
+    assert isinstance(caught.value.body, dict) and caught.value.body["param"] == BAD_PARAMS[name]
     assert (await sdk.responses.create(model="gpt-6.2-sol", input="hi")).output_text == "never sent"
 
 
-@pytest.mark.parametrize("which", ["found", "sdk-fallback"])
+@pytest.mark.parametrize("which", ["found", "bundled", "sdk-fallback"])
 def test_validators_accept_what_threadline_sends_and_catch_type_errors(which: str):
-    validator = spec.validator() if which == "found" else spec.SdkValidator()
-    good = {
-        "model": "gpt-6.2-sol-2027-01-01",  # newer than any enum: model ids are open strings
-        "conversation": "conv_1",
-        "instructions": "be brief",
-        "input": [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "input_text", "text": "hi"},
-                    {"type": "input_image", "file_id": "file-1", "detail": "auto"},
-                ],
-            }
-        ],
-        "tools": [
-            {"type": "image_generation", "model": "gpt-image-2.6-sunburst", "partial_images": 1},
-            {"type": "code_interpreter", "container": {"type": "auto", "file_ids": []}},
-        ],
-        "stream": True,
-    }
-    assert validator.check("CreateResponse", good) == []
+    validator: spec.BodyValidator
+    if which == "found":
+        validator = spec.validator()
+    elif which == "bundled":
+        validator = spec.validator(spec.BUNDLED)
+    else:
+        validator = spec.SdkValidator()
+    assert validator.check("CreateResponse", GOOD_BODY) == []
     assert validator.check("CreateResponse", BAD_BODIES["string temperature"])[0].param == "$.temperature"
     assert validator.check("CreateResponse", BAD_BODIES["misspelt part type"])
     assert (
@@ -319,11 +340,27 @@ def test_validators_accept_what_threadline_sends_and_catch_type_errors(which: st
     assert validator.check_form("CreateTranscriptionRequest", form) == []
 
 
-def test_spec_source_and_request_schemas_match_the_spec():
-    if not spec.SOURCE.startswith("spec:"):
-        pytest.skip(f"no spec file here ({spec.SOURCE})")
-    assert spec.validator().check("CreateResponse", BAD_BODIES["retired retrieval tool"])
-    document = json.loads(spec.find_spec().read_text(encoding="utf-8"))  # type: ignore[union-attr]
+def test_bundled_copy_judges_like_the_spec_in_use():
+    """The repo ships the bundled copy, so the SDK fallback never engages; and the bundled copy reports exactly
+    what the spec in use reports (with the full spec beside the repo, that is the full spec)."""
+    in_use = spec.locate()
+    assert in_use.origin != "sdk" and in_use.describe() == spec.SOURCE
+    bundled = spec.validator(spec.BUNDLED)
+    for name, body in {"good": GOOD_BODY, **BAD_BODIES}.items():
+        body = {"model": "gpt-6.2-sol", **body}
+        problems = bundled.check("CreateResponse", body)
+        assert problems == spec.validator().check("CreateResponse", body), name
+        assert [p.param for p in problems] == ([BAD_PARAMS[name]] if name in BAD_PARAMS else []), name
+
+
+@pytest.mark.parametrize("source", ["in use", "bundled"])
+def test_request_schemas_match_the_spec(source: str):
+    """Each route's body schema in the spec is the one ``REQUEST_SCHEMAS`` names; the retired ``retrieval`` tool,
+    which the SDK fallback can't see, is caught."""
+    location = spec.locate() if source == "in use" else spec.locate(spec.BUNDLED)
+    assert location.path is not None, location
+    assert spec.open_validator(location).check("CreateResponse", BAD_BODIES["retired retrieval tool"])
+    document = json.loads(location.path.read_text(encoding="utf-8"))
     kinds = {"application/json": "json", "multipart/form-data": "multipart"}
     for (method, path, kind), schema in spec.REQUEST_SCHEMAS.items():
         content = document["paths"][path][method.lower()]["requestBody"]["content"]
@@ -337,6 +374,8 @@ def test_spec_location_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         spec.find_spec()
     (tmp_path / "openapi.json").write_text("{}", encoding="utf-8")
     assert spec.find_spec() == tmp_path / "openapi.json"
+    monkeypatch.setenv(spec.SPEC_ENV, spec.BUNDLED)
+    assert spec.find_spec() == spec.BUNDLED_SPEC
 
 
 def test_keys_newer_than_the_spec_are_not_unknown():

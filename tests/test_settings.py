@@ -6,7 +6,10 @@ import logging
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from adapters.discord.settings import DiscordSettings
+from adapters.slack.settings import SlackSettings
 from bot.logging_setup import RedactSecrets, secret_values
 from bot.settings import Settings
 
@@ -34,9 +37,27 @@ def test_sources_and_precedence(clean_env: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_database_follows_xdg_data_home(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(clean_env / "data"))
-    assert Settings().database == clean_env / "data" / "threadline" / "threadline.db"
+    default = Settings().database_location
+    assert default.scheme == "sqlite" and default.path == clean_env / "data" / "threadline" / "threadline.db"
     monkeypatch.setenv("THREADLINE_DATABASE", str(clean_env / "x.db"))
-    assert Settings().database == clean_env / "x.db"
+    assert Settings().database_location.path == clean_env / "x.db"
+    monkeypatch.setenv("THREADLINE_DATABASE", f"sqlite:///{clean_env}/y.db")
+    assert Settings().database_location.path == clean_env / "y.db"
+    monkeypatch.setenv("THREADLINE_DATABASE", "postgresql://bot:s3cr3t-PW@127.0.0.1:5432/threadline")
+    location = Settings().database_location
+    assert location.scheme == "postgresql" and location.safe == "postgresql://bot:***@127.0.0.1:5432/threadline"
+
+
+def test_unknown_database_scheme_is_a_clear_settings_error(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THREADLINE_DATABASE", "mysql://bot:pw@host/db")
+    with pytest.raises(ValidationError, match=r"unknown scheme 'mysql'.*postgresql://"):
+        Settings()
+
+
+def test_database_password_is_redacted_from_logs(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THREADLINE_DATABASE", "postgresql://bot:s3cr3t-PW@127.0.0.1:5432/threadline")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-slack-secret-token")
+    assert set(secret_values(Settings(), SlackSettings())) == {"s3cr3t-PW", "xoxb-slack-secret-token"}
 
 
 def test_comma_lists(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,7 +85,8 @@ def test_secrets_never_show(clean_env: Path, monkeypatch: pytest.MonkeyPatch, ca
 def test_every_setting_is_in_the_readme_table() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     missing = []
-    for name, field in Settings.model_fields.items():
+    fields = [item for cls in (Settings, SlackSettings, DiscordSettings) for item in cls.model_fields.items()]
+    for name, field in fields:
         alias = field.validation_alias
         names = list(getattr(alias, "choices", [])) if alias else []
         env_names = [n for n in names if isinstance(n, str) and n.isupper()] or [f"THREADLINE_{name.upper()}"]

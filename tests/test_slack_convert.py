@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from adapters.slack_convert import (
+from adapters.slack.convert import (
     BotIdentity,
     SlackMessage,
     display_origin,

@@ -15,15 +15,17 @@ from typing import Any
 
 import pytest
 
-from adapters.slack import SlackAdapter, build
-from adapters.slack_convert import FILES_READ_MISSING, SLASH_RESET_HELP
+from adapters.slack import SlackSettings, build
+from adapters.slack.adapter import SlackAdapter
+from adapters.slack.convert import FILES_READ_MISSING, SLASH_RESET_HELP
 from bot.commands import HELP
 from bot.runtime import Runtime, open_runtime
 from bot.text_split import split_message
+from bot.types import ThreadKey
 from tests.fakes import media
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.slack_server import LOGIN_PAGE, FakeMessage, FakeSlack
-from tests.helpers import make_settings, stop_adapter
+from tests.helpers import split_settings, stop_adapter
 
 CHANNEL = "C0GENERAL"
 DM = "D0ALICE"
@@ -76,7 +78,7 @@ class SlackBot:
             return len(messages) >= count and not any(m.streaming for m in messages)
 
         await self.fake.wait_for(done)
-        await self.runtime.turns.wait_idle()
+        await self.runtime.gateway.wait_idle()
         return self.fake.thread(channel, thread_ts)
 
     async def stop(self) -> None:
@@ -102,12 +104,13 @@ class SlackHarness:
         else:
             values["slack_app_token"] = self.fake.app_token
         values.update(overrides)
-        return make_settings(self.tmp_path, self.openai.base_url, **values)
+        return split_settings(self.tmp_path, self.openai.base_url, SlackSettings, **values)
 
     async def start(self, mode: str = "socket", **overrides: Any) -> SlackBot:
         stack = AsyncExitStack()
-        runtime = await stack.enter_async_context(open_runtime(self.settings(mode, **overrides)))
-        adapter = build(runtime)
+        core, slack = self.settings(mode, **overrides)
+        runtime = await stack.enter_async_context(open_runtime(core))
+        adapter = build(runtime.gateway, slack)
         task = asyncio.create_task(adapter.run())
         ready = asyncio.create_task(adapter.ready.wait())
         await asyncio.wait({task, ready}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
@@ -218,6 +221,27 @@ async def test_require_mention_setting_ignores_plain_follow_ups(slack: SlackHarn
     assert [user_text(b) for b in responses(fake_openai)] == ["hi", "and now?"]
 
 
+async def test_a_refused_mention_gets_one_polite_line_and_never_claims_the_thread(
+    slack: SlackHarness, fake_openai: FakeOpenAI
+) -> None:
+    fake = slack.fake
+    fake_openai.script(Reply(text="Only for Bob."))
+    bot = await slack.start(allowed_users=["U0BOB"])
+    mention = fake.user_event(f"<@{fake.bot_user_id}> let me in", kind="app_mention")
+    await bot.send(mention)
+    (refusal,) = await bot.answered(CHANNEL, mention["ts"])
+    assert "not on this bot's list" in refusal.text
+    assert not await bot.runtime.store.is_owned(ThreadKey("slack", fake.team_id, CHANNEL, mention["ts"]))
+
+    # An allowed user's plain reply in that thread is not for the bot: the refused mention did not claim it.
+    await bot.send(fake.user_event("hello?", user="U0BOB", thread_ts=mention["ts"]))
+    dm = fake.user_event("sentinel", channel=DM, user="U0BOB")
+    await bot.send(dm)
+    await bot.answered(DM, dm["ts"])
+    assert len(fake.thread(CHANNEL, mention["ts"])) == 1, "no answer to the plain reply"
+    assert [user_text(b) for b in responses(fake_openai)] == ["sentinel"], "only the allowed DM reached the model"
+
+
 async def test_dm_is_answered_in_its_own_thread_and_titled(slack: SlackHarness, fake_openai: FakeOpenAI) -> None:
     fake = slack.fake
     fake_openai.script(Reply(text="Hello Alice."), Reply(text="Still the same thread."))
@@ -285,7 +309,7 @@ async def test_bot_posts_edits_and_joins_are_dropped(slack: SlackHarness, fake_o
 async def test_a_retried_delivery_gets_exactly_one_answer(
     slack: SlackHarness, fake_openai: FakeOpenAI, mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="threadline.turns")
+    caplog.set_level(logging.INFO, logger="threadline.gateway")
     fake = slack.fake
     fake_openai.script(Reply(text="Once.", ttft=0.05))
     bot = await slack.start(mode)
@@ -303,7 +327,7 @@ async def test_a_retried_delivery_gets_exactly_one_answer(
 async def test_app_mention_and_message_for_one_post_get_one_answer(
     slack: SlackHarness, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="threadline.turns")
+    caplog.set_level(logging.INFO, logger="threadline.gateway")
     fake = slack.fake
     fake_openai.script(Reply(text="Hi."), Reply(text="Answered once."))
     bot = await slack.start()
@@ -623,7 +647,7 @@ async def test_bad_signature_is_rejected_in_http_mode(slack: SlackHarness, fake_
     bot = await slack.start("http")
     mention = fake.user_event(f"<@{fake.bot_user_id}> let me in", kind="app_mention")
     status, _ = await fake.deliver(bot.events_url, fake.event_callback(mention), secret="not-the-signing-secret")
-    await bot.runtime.turns.wait_idle()
+    await bot.runtime.gateway.wait_idle()
 
     assert status == 401
     assert fake.calls_to("chat.startStream") == [] and fake.calls_to("chat.postMessage") == []

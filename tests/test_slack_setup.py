@@ -12,12 +12,13 @@ import pytest
 import yaml
 
 from adapters import slack as slack_adapter
-from adapters.slack_convert import REQUIRED_SCOPES
+from adapters.slack import SlackSettings
+from adapters.slack.convert import REQUIRED_SCOPES
 from bot.errors import StartupError
 from bot.runtime import open_runtime
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.slack_server import DEFAULT_SCOPES, FakeSlack
-from tests.helpers import make_settings, spawn_threadline, user_env
+from tests.helpers import spawn_threadline, split_settings, user_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +31,13 @@ def slack_settings(tmp_path: Path, fake: FakeSlack, openai: FakeOpenAI, **overri
         "slack_file_origins": [fake.origin],
     }
     values.update(overrides)
-    return make_settings(tmp_path, openai.base_url, **values)
+    return split_settings(tmp_path, openai.base_url, SlackSettings, **values)
+
+
+async def slack_doctor(settings: Any) -> list[tuple[bool, str]]:
+    core, section = settings
+    async with open_runtime(core) as runtime:
+        return await slack_adapter.doctor_checks(runtime.gateway, section)
 
 
 # --- the manifest ------------------------------------------------------------------------------------------
@@ -56,8 +63,7 @@ def test_manifest_is_valid_yaml_with_every_scope_the_code_uses() -> None:
 async def test_doctor_reports_a_healthy_slack_setup(
     tmp_path: Path, fake_slack: FakeSlack, fake_openai: FakeOpenAI
 ) -> None:
-    async with open_runtime(slack_settings(tmp_path, fake_slack, fake_openai)) as runtime:
-        results = await slack_adapter.doctor_checks(runtime)
+    results = await slack_doctor(slack_settings(tmp_path, fake_slack, fake_openai))
     assert all(ok for ok, _ in results), results
     lines = "\n".join(line for _, line in results)
     assert "threadline (U0BOT) in Fake Team (T0TEAM)" in lines
@@ -68,8 +74,7 @@ async def test_doctor_reports_a_healthy_slack_setup(
 async def test_doctor_names_missing_scopes(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
     fake = await FakeSlack(scopes=tuple(s for s in DEFAULT_SCOPES if s not in {"files:read", "commands"})).start()
     try:
-        async with open_runtime(slack_settings(tmp_path, fake, fake_openai)) as runtime:
-            results = await slack_adapter.doctor_checks(runtime)
+        results = await slack_doctor(slack_settings(tmp_path, fake, fake_openai))
     finally:
         await fake.close()
     failures = [line for ok, line in results if not ok]
@@ -79,13 +84,11 @@ async def test_doctor_names_missing_scopes(tmp_path: Path, fake_openai: FakeOpen
 
 async def test_doctor_reports_bad_tokens(tmp_path: Path, fake_slack: FakeSlack, fake_openai: FakeOpenAI) -> None:
     bad_bot = slack_settings(tmp_path, fake_slack, fake_openai, slack_bot_token="xoxb-revoked")
-    async with open_runtime(bad_bot) as runtime:
-        assert await slack_adapter.doctor_checks(runtime) == [
-            (False, f"Slack at {fake_slack.api_url} rejected SLACK_BOT_TOKEN: invalid_auth")
-        ]
+    assert await slack_doctor(bad_bot) == [
+        (False, f"Slack at {fake_slack.api_url} rejected SLACK_BOT_TOKEN: invalid_auth")
+    ]
     bad_app = slack_settings(tmp_path, fake_slack, fake_openai, slack_app_token="xapp-revoked")
-    async with open_runtime(bad_app) as runtime:
-        ok, line = (await slack_adapter.doctor_checks(runtime))[-1]
+    ok, line = (await slack_doctor(bad_app))[-1]
     assert not ok and line.startswith("Slack rejected SLACK_APP_TOKEN (invalid_auth)")
 
 
@@ -103,8 +106,9 @@ async def test_doctor_reports_bad_tokens(tmp_path: Path, fake_slack: FakeSlack, 
 async def test_adapter_refuses_to_start_with_a_clear_reason(
     tmp_path: Path, fake_slack: FakeSlack, fake_openai: FakeOpenAI, overrides: dict[str, Any], message: str
 ) -> None:
-    async with open_runtime(slack_settings(tmp_path, fake_slack, fake_openai, **overrides)) as runtime:
-        adapter = slack_adapter.build(runtime)
+    core, section = slack_settings(tmp_path, fake_slack, fake_openai, **overrides)
+    async with open_runtime(core) as runtime:
+        adapter = slack_adapter.build(runtime.gateway, section)
         with pytest.raises(StartupError) as caught:
             await asyncio.wait_for(adapter.run(), 10)
         await adapter.close()

@@ -10,9 +10,9 @@ import aiohttp
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack import retry_handlers
-from adapters.slack_files import SlackFiles
-from adapters.slack_stream import EMPTY_ANSWER, ReplyTarget, SlackReply, StreamOptions
+from adapters.slack.adapter import retry_handlers
+from adapters.slack.files import SlackFiles
+from adapters.slack.stream import EMPTY_ANSWER, ReplyTarget, SlackReply, StreamOptions
 from bot.text_split import split_message
 from bot.types import OutgoingFile, PartKind
 from tests.fakes import media

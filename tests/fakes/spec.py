@@ -1,9 +1,16 @@
 """Validate request bodies sent to the fake OpenAI against OpenAI's published OpenAPI spec.
 
-Where the spec comes from, in order: the file named by ``$THREADLINE_OPENAI_SPEC``; a
-``shared/openai/openapi.json`` found walking up from this file (the spec lives beside the repo, design §2);
-otherwise the SDK's own request TypedDicts through ``pydantic.TypeAdapter``, which catch wrong types but not
-unknown tools. ``spec.SOURCE`` says which one is in use.
+Where the spec comes from, in order (``locate``):
+
+1. the file named by ``$THREADLINE_OPENAI_SPEC`` (``THREADLINE_OPENAI_SPEC=bundled`` forces step 3);
+2. a ``shared/openai/openapi.json`` found walking up from this file (the full spec lives beside the repo, design §2);
+3. the pruned copy bundled with the repo, ``tests/fakes/openai_spec/openapi.pruned.json``: the same request schemas
+   and everything they reference, verbatim, so a fresh clone with nothing beside it checks just as strictly
+   (regenerate it with ``python -m tests.fakes.prune_spec``);
+4. only if that is missing too, the SDK's own request TypedDicts through ``pydantic.TypeAdapter``, which catch
+   wrong types but not unknown tools.
+
+``spec.validator().source`` (also ``spec.SOURCE``) says which one is in use.
 
 How the spec is read (design §8): ``oneOf`` is read as ``anyOf`` (the spec uses it for discriminated unions
 whose branches overlap), ``nullable: true`` is honoured, and every ``model`` property is an open string
@@ -20,7 +27,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, get_args, get_origin
+from typing import Any, Literal, Protocol, get_args, get_origin
 
 import pydantic
 import typing_extensions
@@ -29,6 +36,8 @@ from jsonschema.exceptions import ValidationError, best_match
 
 SPEC_ENV = "THREADLINE_OPENAI_SPEC"
 SPEC_RELATIVE = Path("shared", "openai", "openapi.json")
+BUNDLED = "bundled"  # the $THREADLINE_OPENAI_SPEC value that forces the bundled copy
+BUNDLED_SPEC = Path(__file__).resolve().parent / "openai_spec" / "openapi.pruned.json"
 BINARY = "<binary>"  # stands in for an uploaded file in a multipart body
 
 # (method, path in the spec, body kind) → the request schema in #/components/schemas
@@ -87,26 +96,81 @@ def schema_for(method: str, path: str, kind: str) -> str | None:
     return REQUEST_SCHEMAS.get((method.upper(), path, kind))
 
 
+Origin = Literal["setting", "shared", "bundled", "sdk"]
+
+
+@dataclass(frozen=True, slots=True)
+class SpecLocation:
+    """Where the validator's schemas come from: a spec file (``path``) or, for ``origin="sdk"``, none."""
+
+    origin: Origin
+    path: Path | None = None
+
+    def describe(self) -> str:
+        """The validator's ``source`` for this location (the SDK fallback describes itself)."""
+        if self.origin == "sdk":
+            return "sdk:the openai SDK's request types (no spec file found, not even the bundled copy)"
+        where = {
+            "setting": f"from ${SPEC_ENV}",
+            "shared": "the full spec, beside the repo",
+            "bundled": "the pruned copy bundled with the repo",
+        }
+        return f"{'bundled' if self.origin == 'bundled' else 'spec'}:{self.path} ({where[self.origin]})"
+
+
+def locate(setting: str | None = None, *, start: Path | None = None, bundled: Path = BUNDLED_SPEC) -> SpecLocation:
+    """Where the spec is, in the order of the module docstring. ``setting`` stands for ``$THREADLINE_OPENAI_SPEC``
+    (read when None; ``""`` means unset), ``start`` is where the walk up begins (this file's folder), ``bundled``
+    the bundled copy. A setting that points nowhere is an error, and so is ``bundled`` when that copy is missing."""
+    setting = os.environ.get(SPEC_ENV, "") if setting is None else setting
+    if setting == BUNDLED:
+        if not bundled.is_file():
+            raise FileNotFoundError(f"{SPEC_ENV}={BUNDLED} but the bundled copy {bundled} is missing")
+        return SpecLocation("bundled", bundled)
+    full = _find_full(setting, start)
+    if full is not None:
+        return full
+    return SpecLocation("bundled", bundled) if bundled.is_file() else SpecLocation("sdk")
+
+
+def find_full_spec(setting: str | None = None, *, start: Path | None = None) -> Path | None:
+    """The full spec (steps 1 and 2 of the lookup, never the bundled copy), or None. What the pruner reads."""
+    setting = os.environ.get(SPEC_ENV, "") if setting is None else setting
+    full = _find_full("" if setting == BUNDLED else setting, start)
+    return full.path if full else None
+
+
 def find_spec() -> Path | None:
-    """The spec file to use, or None for the SDK fallback. A setting that points nowhere is an error."""
-    configured = os.environ.get(SPEC_ENV)
-    if configured:
-        path = Path(configured).expanduser()
+    """The spec file the lookup picks (the bundled copy included), or None for the SDK fallback."""
+    return locate().path
+
+
+def _find_full(setting: str, start: Path | None) -> SpecLocation | None:
+    if setting:
+        path = Path(setting).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"{SPEC_ENV}={configured} but no file is there")
-        return path
-    for folder in Path(__file__).resolve().parents:
-        candidate = folder / SPEC_RELATIVE
+            raise FileNotFoundError(f"{SPEC_ENV}={setting} but no file is there")
+        return SpecLocation("setting", path)
+    folder = start.resolve() if start else Path(__file__).resolve().parent
+    for parent in (folder, *folder.parents):
+        candidate = parent / SPEC_RELATIVE
         if candidate.is_file():
-            return candidate
+            return SpecLocation("shared", candidate)
     return None
 
 
 @functools.cache
-def validator() -> BodyValidator:
-    """The process-wide validator (built on first use; loading the spec takes a moment)."""
-    path = find_spec()
-    return SpecValidator(path) if path else SdkValidator()
+def validator(setting: str | None = None) -> BodyValidator:
+    """The process-wide validator for ``setting`` (see ``locate``; None reads ``$THREADLINE_OPENAI_SPEC``), built on
+    first use because loading the spec takes a moment. ``validator("bundled")`` is the bundled copy's."""
+    return open_validator(locate(setting))
+
+
+def open_validator(location: SpecLocation) -> BodyValidator:
+    """A new validator for ``location`` (uncached: prefer ``validator``)."""
+    if location.path is None:
+        return SdkValidator()
+    return SpecValidator(location.path, location.describe())
 
 
 def __getattr__(name: str) -> str:
@@ -153,9 +217,9 @@ def _open_model_id(schema: Mapping[str, Any], schemas: Mapping[str, Any]) -> dic
 class SpecValidator:
     """jsonschema Draft 2020-12 over the spec's components."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, source: str | None = None) -> None:
         self.path = path
-        self.source = f"spec:{path}"
+        self.source = source or f"spec:{path}"
         self._components = load_components(path)
         self._validators: dict[str, Draft202012Validator] = {}
 
@@ -209,7 +273,8 @@ def _unknown_keys(body: Any, known: set[str] | None) -> list[Problem]:
 def _problem(error: ValidationError) -> Problem:
     message = error.message if len(error.message) <= 300 else error.message[:299] + "…"
     if error.validator == "required" and isinstance(error.instance, Mapping):
-        missing = [key for key in error.validator_value if key not in error.instance]
+        required = error.validator_value if isinstance(error.validator_value, list) else []
+        missing = [key for key in required if key not in error.instance]
         param = f"{error.json_path}.{missing[0]}" if missing else error.json_path
         return Problem(param, f"Missing required parameter: {message}", "missing_required_parameter")
     return Problem(error.json_path, message, "invalid_value")
@@ -251,7 +316,7 @@ class SdkValidator:
     def __init__(self) -> None:
         import openai
 
-        self.source = f"sdk:openai {openai.__version__} request types (no spec file found)"
+        self.source = f"sdk:openai {openai.__version__} request types (no spec file found, not even the bundled copy)"
 
     def check(self, schema: str, body: Any) -> list[Problem]:
         params = _sdk_type(schema)

@@ -15,7 +15,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack_convert import FILES_READ_MISSING, SlackFile, display_origin, file_from_payload, origin_allowed
+from adapters.slack.convert import FILES_READ_MISSING, SlackFile, display_origin, file_from_payload, origin_allowed
 from bot.errors import AttachmentError
 from bot.types import Attachment, OutgoingFile
 

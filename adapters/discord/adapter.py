@@ -19,10 +19,11 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import discord
 
-from adapters import discord_convert as convert
-from adapters.discord_commands import build_command_tree, sync_commands
-from adapters.discord_reply import MESSAGE_LIMIT, DiscordReply
-from adapters.discord_setup import (
+from adapters.discord import convert
+from adapters.discord.commands import build_command_tree, sync_commands
+from adapters.discord.reply import MESSAGE_LIMIT, DiscordReply
+from adapters.discord.settings import DiscordSettings
+from adapters.discord.setup import (
     BAD_TOKEN,
     INTENT_MISSING,
     api_base,
@@ -31,10 +32,10 @@ from adapters.discord_setup import (
     invite_url,
     make_client,
 )
-from adapters.discord_throttle import ChannelThrottle
-from bot.access import access_denied_reason
+from adapters.discord.throttle import ChannelThrottle
 from bot.errors import StartupError
-from bot.runtime import Runtime
+from bot.gateway import Gateway
+from bot.replies import TextReply
 from bot.types import IncomingMessage, ThreadKey
 
 log = logging.getLogger("threadline.discord")
@@ -68,9 +69,9 @@ def _attachment_info(att: discord.Attachment) -> convert.AttachmentInfo:
 class DiscordAdapter:
     name = convert.PLATFORM
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.settings = runtime.settings
+    def __init__(self, gateway: Gateway, settings: DiscordSettings) -> None:
+        self.gateway = gateway
+        self.settings = settings
         for guild_id in self.settings.discord_command_guilds:
             if not guild_id.isdigit():
                 raise StartupError(f"DISCORD_COMMAND_GUILDS must list numeric guild ids, not {guild_id!r}")
@@ -146,11 +147,11 @@ class DiscordAdapter:
 
     async def _submit(self, incoming: IncomingMessage, reply: DiscordReply) -> bool:
         """Hand a message to the turn handler; False when it was a duplicate delivery."""
-        done = await self.runtime.turns.submit(incoming, reply)
-        if done is None:
+        submission = await self.gateway.submit(incoming, reply)
+        if submission.done is None:
             return False
-        self._in_flight.add(done)
-        done.add_done_callback(self._in_flight.discard)
+        self._in_flight.add(submission.done)
+        submission.done.add_done_callback(self._in_flight.discard)
         return True
 
     async def on_ready(self) -> None:
@@ -184,22 +185,23 @@ class DiscordAdapter:
             bot_role_id=role.id if role else None,
         )
         if isinstance(channel, discord.PartialMessageable):
-            channel = await self._resolve_uncached(channel)
-            if channel is None:
+            resolved = await self._resolve_uncached(channel)
+            if resolved is None:
                 return
+            channel = resolved  # type: ignore[assignment]  # fetch_channel returns one of the channel classes
         if isinstance(channel, discord.Thread):
             key = convert.guild_key(guild.id, channel.parent_id, channel.id)
-            owned = channel.owner_id == me.id or self.runtime.store.is_owned(str(key))
+            owned = channel.owner_id == me.id or await self.gateway.owns(key)
             if owned:
                 await self._answer(message, key, _already_open(channel))
-            elif mentioned:  # a mention in someone else's thread makes it a conversation, once we answer
-                await self._answer(message, key, self._claim_opener(channel, key), early_reply=True)
+            elif mentioned:  # a mention in someone else's thread makes it a conversation (the gateway claims it)
+                await self._answer(message, key, _already_open(channel), early_reply=True)
         elif not mentioned:
             return
         elif isinstance(channel, discord.TextChannel):
             key = convert.guild_key(guild.id, channel.id, message.id)  # the thread's id will be the message's
             name = convert.thread_name(self._text_of(message))
-            opener = self._thread_opener(message, key, name)
+            opener = self._thread_opener(message, name)
             await self._answer(message, key, opener, early_reply=True, in_channel=True)
         else:  # text chat of a voice or stage channel: no threads there, one conversation per channel
             await self._answer(message, convert.guild_key(guild.id, channel.id, channel.id), _already_open(channel))
@@ -225,14 +227,7 @@ class DiscordAdapter:
             channel_names={c.id: getattr(c, "name", "channel") for c in message.channel_mentions},
         )
 
-    def _claim_opener(self, thread: discord.Thread, key: ThreadKey) -> Opener:
-        async def claim() -> discord.abc.Messageable:
-            self.runtime.store.mark_owned(str(key), platform=convert.PLATFORM, channel=key.channel)
-            return thread
-
-        return claim
-
-    def _thread_opener(self, source: discord.Message, key: ThreadKey, name: str) -> Opener:
+    def _thread_opener(self, source: discord.Message, name: str) -> Opener:
         async def open_thread() -> discord.abc.Messageable:
             minutes = convert.archive_minutes(self.settings.discord_thread_archive_minutes)
             try:
@@ -243,7 +238,6 @@ class DiscordAdapter:
                     return source.channel
                 found = source.guild.get_thread(source.id) if source.guild else None
                 thread = found or await self.client.fetch_channel(source.id)  # type: ignore[assignment]
-            self.runtime.store.mark_owned(str(key), platform=convert.PLATFORM, channel=key.channel)
             return thread
 
         return open_thread
@@ -270,7 +264,7 @@ class DiscordAdapter:
             attachments=[_attachment_info(a) for a in message.attachments],
             roles=[r.id for r in getattr(message.author, "roles", ())],
             is_dm=is_dm,
-            max_bytes=self.settings.max_attachment_bytes,
+            max_bytes=self.gateway.max_attachment_bytes,
         )
         line = convert.text_command(text)
         if line is not None:
@@ -303,20 +297,26 @@ class DiscordAdapter:
         self, incoming: IncomingMessage, line: str, message: discord.Message, *, in_channel: bool
     ) -> None:
         """``/reset``, ``/model``, ``/usage``, ``/help`` typed as text; in a plain channel they apply to it."""
-        if not self.runtime.store.claim_events(incoming.dedupe_keys):
-            return
+
+        async def send(answer: str) -> None:
+            async with self.throttle.write(message.channel.id):
+                await message.reply(answer, mention_author=False)
+
         key = incoming.key
         if in_channel:
             key = convert.guild_key(int(key.workspace), int(key.channel), int(key.channel))
-        denied = access_denied_reason(self.settings, incoming)
-        if denied:
-            answer = denied
-        elif in_channel and line.split(" ", 1)[0].lower() == "reset":
-            answer = RESET_WHERE
-        else:
-            answer = await self.runtime.commands.run(line, key=key, user_id=incoming.user_id)
-        async with self.throttle.write(message.channel.id):
-            await message.reply(answer, mention_author=False)
+            if line.split(" ", 1)[0].lower() == "reset":  # a channel has no conversation to reset: say where
+                await send(RESET_WHERE)
+                return
+        await self.gateway.command(
+            line,
+            key=key,
+            user=incoming.user_id,
+            roles=incoming.user_roles,
+            is_dm=incoming.is_dm,
+            dedupe_keys=incoming.dedupe_keys,
+            reply=TextReply(send),
+        )
 
     async def _acknowledge(self, message: discord.Message) -> None:
         if not self.settings.discord_ack_reaction:
@@ -344,17 +344,17 @@ class DiscordAdapter:
                 return
             channel_id = interaction.channel_id or 0
             key = convert.guild_key(interaction.guild_id or 0, channel_id, channel_id)
-        probe = IncomingMessage(key=key, user_id=str(interaction.user.id), text="", is_dm=interaction.guild_id is None)
-        probe = self._with_roles(probe, interaction)
-        denied = access_denied_reason(self.settings, probe)
-        answer = denied or await self.runtime.commands.run(line, key=key, user_id=str(interaction.user.id))
-        await interaction.response.send_message(answer, ephemeral=True)
 
-    @staticmethod
-    def _with_roles(message: IncomingMessage, interaction: discord.Interaction) -> IncomingMessage:
-        roles = tuple(str(r.id) for r in getattr(interaction.user, "roles", ()))
-        return IncomingMessage(
-            key=message.key, user_id=message.user_id, text=message.text, is_dm=message.is_dm, user_roles=roles
+        async def send(answer: str) -> None:
+            await interaction.response.send_message(answer, ephemeral=True)
+
+        await self.gateway.command(
+            line,
+            key=key,
+            user=str(interaction.user.id),
+            roles=_roles(interaction.user),
+            is_dm=interaction.guild_id is None,
+            reply=TextReply(send),
         )
 
     async def ask(self, interaction: discord.Interaction, prompt: str, file: discord.Attachment | None) -> None:
@@ -364,16 +364,14 @@ class DiscordAdapter:
         key = self._interaction_key(interaction)
         guild_id = interaction.guild_id
         user = interaction.user
-        probe = self._with_roles(
-            IncomingMessage(
-                key=key or convert.guild_key(guild_id or 0, interaction.channel_id or 0, 0),
-                user_id=str(user.id),
-                text=prompt,
-                is_dm=guild_id is None,
-            ),
-            interaction,
+        probe = IncomingMessage(
+            key=key or convert.guild_key(guild_id or 0, interaction.channel_id or 0, 0),
+            user_id=str(user.id),
+            text=prompt,
+            is_dm=guild_id is None,
+            user_roles=_roles(user),
         )
-        denied = access_denied_reason(self.settings, probe)
+        denied = self.gateway.refusal(probe)  # before the public echo: a refused question is never shown
         if denied:
             await interaction.response.send_message(denied, ephemeral=True)
             return
@@ -383,12 +381,10 @@ class DiscordAdapter:
         if not isinstance(echoed, discord.Message):
             echoed = await interaction.original_response()
         if key is not None:
-            if isinstance(channel, discord.Thread) and not self.runtime.store.is_owned(str(key)):
-                self.runtime.store.mark_owned(str(key), platform=convert.PLATFORM, channel=key.channel)
             open_channel = _already_open(channel)  # type: ignore[arg-type]
         elif isinstance(channel, discord.TextChannel) and guild_id is not None:
             key = convert.guild_key(guild_id, channel.id, echoed.id)
-            open_channel = self._thread_opener(echoed, key, convert.thread_name(prompt))
+            open_channel = self._thread_opener(echoed, convert.thread_name(prompt))
         else:
             key = convert.guild_key(guild_id or 0, interaction.channel_id or 0, interaction.channel_id or 0)
             open_channel = _already_open(channel)  # type: ignore[arg-type]
@@ -401,13 +397,13 @@ class DiscordAdapter:
             attachments=[_attachment_info(file)] if file else [],
             roles=[r.id for r in getattr(user, "roles", ())],
             is_dm=guild_id is None,
-            max_bytes=self.settings.max_attachment_bytes,
+            max_bytes=self.gateway.max_attachment_bytes,
         )
         await self._submit(incoming, self._reply(open_channel))
 
 
-def build(runtime: Runtime) -> DiscordAdapter:
-    return DiscordAdapter(runtime)
+def _roles(user: discord.User | discord.Member) -> tuple[str, ...]:
+    return tuple(str(r.id) for r in getattr(user, "roles", ()))
 
 
-__all__ = ["DiscordAdapter", "build", "doctor_checks"]
+__all__ = ["DiscordAdapter", "doctor_checks"]

@@ -30,7 +30,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack_convert import (
+from adapters.slack.convert import (
     SLASH_RESET_HELP,
     BotIdentity,
     SlackMessage,
@@ -42,12 +42,12 @@ from adapters.slack_convert import (
     suggested_prompts,
     thread_title,
 )
-from adapters.slack_files import SlackFiles
-from adapters.slack_stream import ReplyTarget, SlackReply, StreamOptions
-from bot.access import access_denied_reason
+from adapters.slack.files import SlackFiles
+from adapters.slack.settings import SlackSettings
+from adapters.slack.stream import ReplyTarget, SlackReply, StreamOptions
 from bot.errors import StartupError
-from bot.runtime import Runtime
-from bot.settings import Settings
+from bot.gateway import Gateway
+from bot.replies import TextReply
 from bot.types import IncomingMessage, OutgoingFile
 
 log = logging.getLogger("threadline.slack")
@@ -61,7 +61,7 @@ def retry_handlers() -> list[AsyncRetryHandler]:
     return [AsyncConnectionErrorRetryHandler(), AsyncRateLimitErrorRetryHandler(max_retry_count=2)]
 
 
-def build_client(settings: Settings, http: aiohttp.ClientSession) -> AsyncWebClient:
+def build_client(settings: SlackSettings, http: aiohttp.ClientSession) -> AsyncWebClient:
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
     return AsyncWebClient(token=token, base_url=settings.slack_api_url, session=http, retry_handlers=retry_handlers())
 
@@ -70,7 +70,7 @@ def _secret(value: Any) -> str:
     return value.get_secret_value() if value is not None else ""
 
 
-def http_mode(settings: Settings) -> bool:
+def http_mode(settings: SlackSettings) -> bool:
     return bool(_secret(settings.slack_signing_secret)) and settings.slack_http_port is not None
 
 
@@ -81,16 +81,16 @@ def _error(exc: SlackApiError) -> str:
 class SlackAdapter:
     name = "slack"
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.settings = settings = runtime.settings
-        self.client = build_client(settings, runtime.http)
+    def __init__(self, gateway: Gateway, settings: SlackSettings) -> None:
+        self.gateway = gateway
+        self.settings = settings
+        self.client = build_client(settings, gateway.http)
         self.files = SlackFiles(
             client=self.client,
-            http=runtime.http,
+            http=gateway.http,
             token=_secret(settings.slack_bot_token),
             origins=settings.slack_file_origins,
-            max_bytes=settings.max_attachment_bytes,
+            max_bytes=gateway.max_attachment_bytes,
         )
         self.http_mode = http_mode(settings)
         self.app = AsyncApp(
@@ -223,14 +223,11 @@ class SlackAdapter:
                 )
 
     async def _handle(self, message: SlackMessage, event_type: str) -> None:
-        store = self.runtime.store
-        key = str(message.key)
-        owned = store.is_owned(key)
+        owned = await self.gateway.owns(message.key)
         if not should_answer(
             message, event_type=event_type, thread_owned=owned, require_mention=self.settings.slack_require_mention
         ):
             return
-        store.mark_owned(key, platform=message.key.platform, channel=message.channel)
         if message.is_reset:
             await self._reset(message)
             return
@@ -243,8 +240,8 @@ class SlackAdapter:
             attachments=tuple(self.files.attachment(file) for file in files),
             is_dm=message.is_dm,
         )
-        done = await self.runtime.turns.submit(incoming, self._reply_for(message))
-        if done is not None and message.is_dm and not owned:
+        submission = await self.gateway.submit(incoming, self._reply_for(message))
+        if submission.accepted and message.is_dm and not owned:
             await self._set_title(message)
 
     def _reply_for(self, message: SlackMessage) -> SlackReply:
@@ -271,13 +268,18 @@ class SlackAdapter:
 
     async def _reset(self, message: SlackMessage) -> None:
         """``reset`` as the whole text of a message in a thread: the next message there starts afresh."""
-        if not self.runtime.store.claim_events(message.dedupe_keys):
-            return
-        probe = IncomingMessage(key=message.key, user_id=message.user, text="reset", is_dm=message.is_dm)
-        text = access_denied_reason(self.settings, probe) or await self.runtime.commands.run(
-            "reset", key=message.key, user_id=message.user
+
+        async def post(text: str) -> None:
+            await self.client.chat_postMessage(channel=message.channel, thread_ts=message.root_ts, markdown_text=text)
+
+        await self.gateway.command(
+            "reset",
+            key=message.key,
+            user=message.user,
+            is_dm=message.is_dm,
+            dedupe_keys=message.dedupe_keys,
+            reply=TextReply(post),
         )
-        await self.client.chat_postMessage(channel=message.channel, thread_ts=message.root_ts, markdown_text=text)
 
     async def _set_title(self, message: SlackMessage) -> None:
         try:
@@ -305,22 +307,19 @@ class SlackAdapter:
         if command.name == "reset":
             text = SLASH_RESET_HELP
         else:
-            probe = IncomingMessage(key=command.key, user_id=command.user, text=command.text, is_dm=command.is_dm)
-            denied = access_denied_reason(self.settings, probe) if command.name not in {"", "help"} else None
-            text = denied or await self.runtime.commands.run(command.text, key=command.key, user_id=command.user)
+            reply = TextReply()
+            await self.gateway.command(
+                command.text, key=command.key, user=command.user, is_dm=command.is_dm, reply=reply
+            )
+            text = reply.text
         await ack(text=text, response_type="ephemeral")
 
 
-def build(runtime: Runtime) -> SlackAdapter:
-    return SlackAdapter(runtime)
-
-
-async def doctor_checks(runtime: Runtime) -> list[tuple[bool, str]]:
+async def doctor_checks(gateway: Gateway, settings: SlackSettings) -> list[tuple[bool, str]]:
     """auth.test, the token's scopes (by name), and the connection mode's credentials."""
-    settings = runtime.settings
-    if not settings.slack_configured:
+    if not settings.configured:
         return [(False, "SLACK_BOT_TOKEN is not set")]
-    client = build_client(settings, runtime.http)
+    client = build_client(settings, gateway.http)
     where = settings.slack_api_url
     try:
         response = await client.auth_test()
@@ -353,7 +352,7 @@ async def doctor_checks(runtime: Runtime) -> list[tuple[bool, str]]:
     return results
 
 
-async def _check_mode(settings: Settings, client: AsyncWebClient) -> tuple[bool, str]:
+async def _check_mode(settings: SlackSettings, client: AsyncWebClient) -> tuple[bool, str]:
     if http_mode(settings):
         return True, (
             f"Slack HTTP mode: Slack must send events to https://<this host>:{settings.slack_http_port}{EVENTS_PATH}"
@@ -372,4 +371,4 @@ async def _check_mode(settings: Settings, client: AsyncWebClient) -> tuple[bool,
     return True, "Slack Socket Mode: the app-level token is accepted"
 
 
-__all__ = ["SlackAdapter", "build", "doctor_checks"]
+__all__ = ["SlackAdapter", "doctor_checks"]

@@ -23,7 +23,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.settings import Settings
+from adapters.slack.settings import SlackSettings
 from bot.text_split import split_message
 from bot.types import OutgoingFile
 
@@ -53,7 +53,7 @@ class StreamOptions:
     limit: int = 3900
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> StreamOptions:
+    def from_settings(cls, settings: SlackSettings) -> StreamOptions:
         return cls(
             native=settings.slack_native_streaming,
             stream_interval=settings.slack_stream_interval_secs,

@@ -32,7 +32,7 @@ def decode_levels(ogg: bytes) -> tuple[list[float], float]:
     """Mono 16-bit samples' absolute levels (0..1) at 8 kHz, and the duration in seconds."""
     levels: list[float] = []
     try:
-        with av.open(io.BytesIO(ogg)) as container:
+        with av.open(io.BytesIO(ogg), mode="r") as container:
             stream = container.streams.audio[0]
             resampler = av.AudioResampler(format="s16", layout="mono", rate=_ANALYSIS_RATE)
             for frame in container.decode(stream):
@@ -78,7 +78,7 @@ def voice_message_form(ogg: bytes, duration_secs: float, waveform: str) -> tuple
         "attachments": [{"id": 0, "filename": VOICE_FILENAME, "duration_secs": duration_secs, "waveform": waveform}],
         "allowed_mentions": {"parse": []},
     }
-    form = [
+    form: list[dict[str, Any]] = [
         {"name": "payload_json", "value": json.dumps(payload)},
         {"name": "files[0]", "value": file.fp, "filename": VOICE_FILENAME, "content_type": "audio/ogg"},
     ]

@@ -6,8 +6,8 @@ import aiohttp
 import discord
 import yarl
 
-from bot.runtime import Runtime
-from bot.settings import Settings
+from adapters.discord.settings import DiscordSettings
+from bot.gateway import Gateway
 
 DEFAULT_API_BASE = "https://discord.com/api/v10"
 DEFAULT_GATEWAY = "wss://gateway.discord.gg/"
@@ -42,11 +42,11 @@ def invite_url(application_id: int) -> str:
     return discord.utils.oauth_url(application_id, permissions=invite_permissions(), scopes=SCOPES)
 
 
-def api_base(settings: Settings) -> str:
+def api_base(settings: DiscordSettings) -> str:
     return (settings.discord_api_base or DEFAULT_API_BASE).rstrip("/")
 
 
-def configure_endpoints(settings: Settings) -> None:
+def configure_endpoints(settings: DiscordSettings) -> None:
     """Point discord.py at the configured REST base and gateway (process-wide class attributes)."""
     discord.http.Route.BASE = api_base(settings)
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url or DEFAULT_GATEWAY)
@@ -62,7 +62,7 @@ def gateway_intents() -> discord.Intents:
     return intents
 
 
-def make_client(settings: Settings) -> discord.Client:
+def make_client(settings: DiscordSettings) -> discord.Client:
     # threadline never joins voice channels (voice *messages* are plain uploads), so discord.py's start-up
     # warnings about PyNaCl/davey would only mislead; these class attributes only gate those warnings.
     discord.VoiceClient.warn_nacl = False
@@ -76,20 +76,19 @@ def make_client(settings: Settings) -> discord.Client:
     )
 
 
-async def doctor_checks(runtime: Runtime) -> list[tuple[bool, str]]:
+async def doctor_checks(gateway: Gateway, settings: DiscordSettings) -> list[tuple[bool, str]]:
     """Is the token valid (GET /users/@me), and is the Message Content intent on (application flags)?"""
-    settings = runtime.settings
     token = settings.discord_bot_token.get_secret_value() if settings.discord_bot_token else ""
     base = api_base(settings)
     headers = {"Authorization": f"Bot {token}"}
     try:
-        async with runtime.http.get(f"{base}/users/@me", headers=headers, allow_redirects=False) as resp:
+        async with gateway.http.get(f"{base}/users/@me", headers=headers, allow_redirects=False) as resp:
             if resp.status == 401:
                 return [(False, f"Discord: {BAD_TOKEN}")]
             if resp.status != 200:
                 return [(False, f"Discord: GET /users/@me answered HTTP {resp.status}")]
             me = await resp.json(content_type=None)
-        async with runtime.http.get(f"{base}/oauth2/applications/@me", headers=headers, allow_redirects=False) as resp:
+        async with gateway.http.get(f"{base}/oauth2/applications/@me", headers=headers, allow_redirects=False) as resp:
             if resp.status != 200:
                 return [(False, f"Discord: GET /oauth2/applications/@me answered HTTP {resp.status}")]
             app = await resp.json(content_type=None)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import discord
 
-from adapters.discord_throttle import ChannelThrottle
-from adapters.discord_voice import VoiceMessageError, send_voice_message
+from adapters.discord.throttle import ChannelThrottle
+from adapters.discord.voice import VoiceMessageError, send_voice_message
 from bot.text_split import split_message
 from bot.types import OutgoingFile, PartKind
 
@@ -138,7 +138,7 @@ class DiscordReply:
 
     async def _send(self, channel: discord.abc.Messageable, **kwargs: object) -> discord.Message:
         async with self._throttle.write(_channel_id(channel)):
-            message = await channel.send(**kwargs)  # type: ignore[call-overload]
+            message: discord.Message = await channel.send(**kwargs)  # type: ignore[call-overload]
         self._anything_sent = True
         return message
 

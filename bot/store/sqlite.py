@@ -1,7 +1,8 @@
-"""SQLite store (one file, WAL): thread → conversation, dedupe ids, per-thread file ids, the usage ledger.
+"""SQLite backend (one file, WAL): the embedded default for a single process.
 
 The schema version lives in ``PRAGMA user_version``; ``MIGRATIONS[i]`` takes the schema from version i to i+1.
-Calls are synchronous and short (single-row reads and writes on an indexed table); they run on the event loop.
+Calls are short single-row statements on indexed tables, so they run on the event loop: a thread hop would
+cost more than the statement (README, Performance).
 """
 
 from __future__ import annotations
@@ -9,31 +10,20 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import sqlite_utils
 
-
-@dataclass(frozen=True, slots=True)
-class ThreadRecord:
-    key: str
-    conversation_id: str | None
-    model: str | None
-    created_at: float
-    last_used_at: float
-    owned: bool
-
-
-@dataclass(frozen=True, slots=True)
-class UsageRow:
-    platform: str
-    user: str
-    channel: str
-    thread: str
-    model: str
-    input_tokens: int
-    output_tokens: int
+from bot.store.contract import (
+    SCHEMA_VERSION,
+    SchemaTooNew,
+    StoredImage,
+    StoreUnavailable,
+    ThreadRecord,
+    UsageRow,
+    unique,
+)
+from bot.types import ThreadKey
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -73,23 +63,45 @@ def _v1(db: sqlite_utils.Database) -> None:
     db.table("channel_models").create({"platform": str, "channel": str, "model": str}, pk=("platform", "channel"))
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
-SCHEMA_VERSION = len(MIGRATIONS)
+def _v2(db: sqlite_utils.Database) -> None:
+    """Per-thread preferences (voice mode…) and each thread's latest image (for edits)."""
+    db.table("thread_prefs").create({"thread_key": str, "name": str, "value": str}, pk=("thread_key", "name"))
+    db.table("thread_images").create(
+        {"thread_key": str, "data": bytes, "mime": str, "source": str, "created_at": float}, pk="thread_key"
+    )
+    db.table("threads").create_index(["platform", "last_used_at"])
 
 
-class Store:
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2)
+assert len(MIGRATIONS) == SCHEMA_VERSION
+
+
+class SqliteStore:
     def __init__(self, path: Path | str, *, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        memory = str(path) == ":memory:"
+        try:
+            if not memory:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StoreUnavailable(f"database {self.path} is not writable ({reason})") from exc
         self.db = sqlite_utils.Database(conn)
         self._clock = clock
-        if str(path) != ":memory:":
-            self.db.enable_wal()
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
+        try:
+            if not memory:
+                self.db.enable_wal()
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreUnavailable(f"database {self.path} cannot be used ({exc})") from exc
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -98,7 +110,7 @@ class Store:
     def _migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise RuntimeError(
+            raise SchemaTooNew(
                 f"database {self.path} has schema version {version}, newer than this threadline "
                 f"({SCHEMA_VERSION}); upgrade threadline"
             )
@@ -108,64 +120,69 @@ class Store:
                 MIGRATIONS[target](self.db)
                 self.conn.execute(f"PRAGMA user_version = {target + 1}")
 
-    def schema_version(self) -> int:
+    async def schema_version(self) -> int:
         return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
 
-    def close(self) -> None:
+    async def probe(self) -> int:
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS doctor_probe (x)")
+            self.conn.execute("INSERT INTO doctor_probe VALUES (1)")
+        return await self.schema_version()
+
+    async def close(self) -> None:
         self.conn.close()
 
     # --- threads ---------------------------------------------------------------------------------------------
-    def thread(self, key: str) -> ThreadRecord | None:
+    async def thread(self, key: ThreadKey) -> ThreadRecord | None:
         row = self.conn.execute(
             "SELECT key, conversation_id, model, created_at, last_used_at, owned FROM threads WHERE key = ?",
-            (key,),
+            (str(key),),
         ).fetchone()
         if row is None:
             return None
         return ThreadRecord(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
 
-    def save_conversation(self, key: str, *, platform: str, channel: str, conversation_id: str, model: str) -> None:
+    async def save_conversation(self, key: ThreadKey, *, conversation_id: str, model: str) -> None:
         now = self._clock()
         self.conn.execute(
             """INSERT INTO threads (key, platform, channel, conversation_id, model, created_at, last_used_at, owned)
                VALUES (?, ?, ?, ?, ?, ?, ?, 0)
                ON CONFLICT(key) DO UPDATE SET conversation_id = excluded.conversation_id,
                  model = excluded.model, created_at = excluded.created_at, last_used_at = excluded.last_used_at""",
-            (key, platform, channel, conversation_id, model, now, now),
+            (str(key), key.platform, key.channel, conversation_id, model, now, now),
         )
 
-    def touch(self, key: str) -> None:
-        self.conn.execute("UPDATE threads SET last_used_at = ? WHERE key = ?", (self._clock(), key))
+    async def touch(self, key: ThreadKey) -> None:
+        self.conn.execute("UPDATE threads SET last_used_at = ? WHERE key = ?", (self._clock(), str(key)))
 
-    def forget_conversation(self, key: str) -> None:
-        """The next message in this thread starts a new conversation; ownership and files stay."""
-        self.conn.execute("UPDATE threads SET conversation_id = NULL WHERE key = ?", (key,))
-        self.conn.execute("DELETE FROM files WHERE thread_key = ?", (key,))
+    async def forget_conversation(self, key: ThreadKey) -> None:
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("UPDATE threads SET conversation_id = NULL WHERE key = ?", (str(key),))
+            self.conn.execute("DELETE FROM files WHERE thread_key = ?", (str(key),))
 
-    def latest_thread_id(self, platform: str) -> str | None:
-        """The thread part of the most recently used thread key of a platform (the console resumes it)."""
+    async def latest_thread_id(self, platform: str) -> str | None:
         row = self.conn.execute(
             "SELECT key FROM threads WHERE platform = ? ORDER BY last_used_at DESC LIMIT 1", (platform,)
         ).fetchone()
-        return row[0].split(":", 3)[3] if row else None
+        return ThreadKey.parse(row[0]).thread if row else None
 
-    def mark_owned(self, key: str, *, platform: str, channel: str) -> None:
-        """Remember that the bot answers in this thread (it survives restarts)."""
+    async def mark_owned(self, key: ThreadKey) -> None:
         now = self._clock()
         self.conn.execute(
             """INSERT INTO threads (key, platform, channel, created_at, last_used_at, owned)
                VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT(key) DO UPDATE SET owned = 1""",
-            (key, platform, channel, now, now),
+            (str(key), key.platform, key.channel, now, now),
         )
 
-    def is_owned(self, key: str) -> bool:
-        row = self.conn.execute("SELECT owned FROM threads WHERE key = ?", (key,)).fetchone()
+    async def is_owned(self, key: ThreadKey) -> bool:
+        row = self.conn.execute("SELECT owned FROM threads WHERE key = ?", (str(key),)).fetchone()
         return bool(row and row[0])
 
     # --- dedupe ----------------------------------------------------------------------------------------------
-    def claim_events(self, keys: Iterable[str]) -> bool:
-        """Record the event ids atomically; False if any of them was seen before (a duplicate delivery)."""
-        keys = list(dict.fromkeys(keys))
+    async def claim_events(self, keys: Iterable[str]) -> bool:
+        keys = unique(keys)
         if not keys:
             return True
         now = self._clock()
@@ -177,25 +194,25 @@ class Store:
             self.conn.executemany("INSERT INTO events (key, seen_at) VALUES (?, ?)", [(k, now) for k in keys])
         return True
 
-    def prune_events(self, retention_secs: float) -> int:
+    async def prune_events(self, retention_secs: float) -> int:
         cur = self.conn.execute("DELETE FROM events WHERE seen_at < ?", (self._clock() - retention_secs,))
         return cur.rowcount
 
     # --- files -----------------------------------------------------------------------------------------------
-    def file_id(self, thread_key: str, sha256: str) -> str | None:
+    async def file_id(self, key: ThreadKey, sha256: str) -> str | None:
         row = self.conn.execute(
-            "SELECT file_id FROM files WHERE thread_key = ? AND sha256 = ?", (thread_key, sha256)
+            "SELECT file_id FROM files WHERE thread_key = ? AND sha256 = ?", (str(key), sha256)
         ).fetchone()
         return row[0] if row else None
 
-    def save_file(self, thread_key: str, sha256: str, file_id: str) -> None:
+    async def save_file(self, key: ThreadKey, sha256: str, file_id: str) -> None:
         self.conn.execute(
             "INSERT OR REPLACE INTO files (thread_key, sha256, file_id, created_at) VALUES (?, ?, ?, ?)",
-            (thread_key, sha256, file_id, self._clock()),
+            (str(key), sha256, file_id, self._clock()),
         )
 
     # --- usage -----------------------------------------------------------------------------------------------
-    def record_usage(self, row: UsageRow) -> None:
+    async def record_usage(self, row: UsageRow) -> None:
         self.conn.execute(
             """INSERT INTO usage (at, platform, user, channel, thread, model, input_tokens, output_tokens)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
@@ -211,8 +228,7 @@ class Store:
             ),
         )
 
-    def usage_since(self, platform: str, user: str, since: float) -> tuple[int, int, int]:
-        """(turns, input tokens, output tokens) for one user since a timestamp."""
+    async def usage_since(self, platform: str, user: str, since: float) -> tuple[int, int, int]:
         row = self.conn.execute(
             """SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0)
                FROM usage WHERE platform = ? AND user = ? AND at >= ?""",
@@ -220,21 +236,55 @@ class Store:
         ).fetchone()
         return int(row[0]), int(row[1]), int(row[2])
 
-    def usage_rows(self) -> list[UsageRow]:
+    async def usage_rows(self) -> list[UsageRow]:
         rows = self.conn.execute(
             "SELECT platform, user, channel, thread, model, input_tokens, output_tokens FROM usage ORDER BY id"
         ).fetchall()
         return [UsageRow(*r) for r in rows]
 
     # --- per-channel model --------------------------------------------------------------------------------------
-    def channel_model(self, platform: str, channel: str) -> str | None:
+    async def channel_model(self, platform: str, channel: str) -> str | None:
         row = self.conn.execute(
             "SELECT model FROM channel_models WHERE platform = ? AND channel = ?", (platform, channel)
         ).fetchone()
         return row[0] if row else None
 
-    def set_channel_model(self, platform: str, channel: str, model: str) -> None:
+    async def set_channel_model(self, platform: str, channel: str, model: str) -> None:
         self.conn.execute(
             "INSERT OR REPLACE INTO channel_models (platform, channel, model) VALUES (?, ?, ?)",
             (platform, channel, model),
         )
+
+    async def channel_models(self) -> list[tuple[str, str, str]]:
+        rows = self.conn.execute(
+            "SELECT platform, channel, model FROM channel_models ORDER BY platform, channel"
+        ).fetchall()
+        return [(str(p), str(c), str(m)) for p, c, m in rows]
+
+    # --- per-thread preferences and images -------------------------------------------------------------------
+    async def thread_pref(self, key: ThreadKey, name: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT value FROM thread_prefs WHERE thread_key = ? AND name = ?", (str(key), name)
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    async def set_thread_pref(self, key: ThreadKey, name: str, value: str | None) -> None:
+        if value is None:
+            self.conn.execute("DELETE FROM thread_prefs WHERE thread_key = ? AND name = ?", (str(key), name))
+        else:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO thread_prefs (thread_key, name, value) VALUES (?, ?, ?)",
+                (str(key), name, value),
+            )
+
+    async def save_thread_image(self, key: ThreadKey, image: StoredImage) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO thread_images (thread_key, data, mime, source, created_at) VALUES (?, ?, ?, ?, ?)",
+            (str(key), image.data, image.mime, image.source, image.created_at),
+        )
+
+    async def last_thread_image(self, key: ThreadKey) -> StoredImage | None:
+        row = self.conn.execute(
+            "SELECT data, mime, source, created_at FROM thread_images WHERE thread_key = ?", (str(key),)
+        ).fetchone()
+        return StoredImage(bytes(row[0]), str(row[1]), str(row[2]), float(row[3])) if row else None

@@ -1,0 +1,45 @@
+"""The store: everything threadline keeps between turns, behind one async protocol with two backends.
+
+SQLite (one file; the default, for one process) and PostgreSQL (shared by several replicas) pass the same
+contract tests. Only the core holds a store: adapters reach it through the gateway (``bot.gateway``).
+``THREADLINE_DATABASE`` picks the backend: a path or ``sqlite:///…`` for SQLite, ``postgresql://…`` for
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from bot.store.contract import (
+    SCHEMA_VERSION,
+    SchemaTooNew,
+    Store,
+    StoredImage,
+    StoreUnavailable,
+    ThreadRecord,
+    UsageRow,
+)
+from bot.store.location import DatabaseLocation, parse_database
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DatabaseLocation",
+    "SchemaTooNew",
+    "Store",
+    "StoreUnavailable",
+    "StoredImage",
+    "ThreadRecord",
+    "UsageRow",
+    "open_store",
+    "parse_database",
+]
+
+
+async def open_store(location: DatabaseLocation, *, pool_size: int = 10) -> Store:
+    """Open (and migrate) the store at ``location``. Raises StoreUnavailable with a password-free message."""
+    if location.scheme == "postgresql":
+        from bot.store.postgres import PostgresStore
+
+        store: Store = await PostgresStore.open(location, pool_size=pool_size)
+        return store
+    from bot.store.sqlite import SqliteStore
+
+    return SqliteStore(location.path)

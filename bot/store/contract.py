@@ -1,0 +1,141 @@
+"""The store's contract: the records it keeps and the async protocol both backends implement."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from bot.errors import UserFacingError
+from bot.types import ThreadKey
+
+# Both backends migrate forward to this version; a database with a newer version is refused.
+SCHEMA_VERSION = 2
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer threadline: refuse it rather than guess."""
+
+
+class StoreUnavailable(UserFacingError):
+    """The database cannot be reached (down, or gone mid-run). The message is short and has no password."""
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadRecord:
+    key: str
+    conversation_id: str | None
+    model: str | None
+    created_at: float
+    last_used_at: float
+    owned: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    platform: str
+    user: str
+    channel: str
+    thread: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    """The latest image of a thread (made by the bot or posted by a user), kept so it can be edited later."""
+
+    data: bytes
+    mime: str
+    source: str  # "generated" or "user"
+    created_at: float
+
+
+class Store(Protocol):
+    """Everything a turn reads or writes between turns. Every call is a short, single-purpose transaction.
+
+    Thread-scoped data (conversation, files, preferences, images) is keyed by the whole ``ThreadKey``, so one
+    thread's files can never be found from another.
+    """
+
+    @property
+    def location(self) -> str:
+        """Where the data lives, for logs and the doctor: a path, or a URL without its password."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def schema_version(self) -> int: ...
+
+    async def probe(self) -> int:
+        """Write and roll back a row: raises if the database is not writable; returns the schema version."""
+        ...
+
+    # --- threads ---------------------------------------------------------------------------------------------
+    async def thread(self, key: ThreadKey) -> ThreadRecord | None: ...
+
+    async def save_conversation(self, key: ThreadKey, *, conversation_id: str, model: str) -> None: ...
+
+    async def touch(self, key: ThreadKey) -> None: ...
+
+    async def forget_conversation(self, key: ThreadKey) -> None:
+        """The next message in this thread starts a new conversation; ownership and preferences stay."""
+        ...
+
+    async def latest_thread_id(self, platform: str) -> str | None:
+        """The thread part of the most recently used thread of a platform (the console resumes it)."""
+        ...
+
+    async def mark_owned(self, key: ThreadKey) -> None:
+        """Remember that the bot answers in this thread (it survives restarts)."""
+        ...
+
+    async def is_owned(self, key: ThreadKey) -> bool: ...
+
+    # --- dedupe ----------------------------------------------------------------------------------------------
+    async def claim_events(self, keys: Iterable[str]) -> bool:
+        """Record the event ids atomically; False if any was seen before (a duplicate delivery)."""
+        ...
+
+    async def prune_events(self, retention_secs: float) -> int: ...
+
+    # --- files -----------------------------------------------------------------------------------------------
+    async def file_id(self, key: ThreadKey, sha256: str) -> str | None: ...
+
+    async def save_file(self, key: ThreadKey, sha256: str, file_id: str) -> None: ...
+
+    # --- usage -----------------------------------------------------------------------------------------------
+    async def record_usage(self, row: UsageRow) -> None: ...
+
+    async def usage_since(self, platform: str, user: str, since: float) -> tuple[int, int, int]:
+        """(turns, input tokens, output tokens) for one user since a unix time."""
+        ...
+
+    async def usage_rows(self) -> list[UsageRow]: ...
+
+    # --- per-channel model -----------------------------------------------------------------------------------
+    async def channel_model(self, platform: str, channel: str) -> str | None: ...
+
+    async def set_channel_model(self, platform: str, channel: str, model: str) -> None: ...
+
+    async def channel_models(self) -> list[tuple[str, str, str]]:
+        """Every per-channel model choice: (platform, channel, model)."""
+        ...
+
+    # --- per-thread preferences and images -------------------------------------------------------------------
+    async def thread_pref(self, key: ThreadKey, name: str) -> str | None: ...
+
+    async def set_thread_pref(self, key: ThreadKey, name: str, value: str | None) -> None:
+        """Set a preference of one thread (e.g. ``voice``); None removes it."""
+        ...
+
+    async def save_thread_image(self, key: ThreadKey, image: StoredImage) -> None:
+        """Keep this as the thread's latest image (only the latest is kept)."""
+        ...
+
+    async def last_thread_image(self, key: ThreadKey) -> StoredImage | None: ...
+
+
+def unique(keys: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(keys))
