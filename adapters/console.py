@@ -1,7 +1,8 @@
 """Console adapter: try threadline with only an OpenAI key. Same core path as the chat platforms.
 
 Each input line is a message in the current thread. ``/new`` starts a new thread, ``/attach PATH`` adds a file
-to the next message, ``/quit`` exits; ``/reset``, ``/model``, ``/usage`` and ``/help`` are the shared commands.
+to the next message, ``/imagine PROMPT`` draws an image, ``/quit`` exits; ``/reset``, ``/model``, ``/usage`` and
+``/help`` are the shared commands.
 With stdin not a terminal, it answers each line in order and exits 0 at end of input. The current thread is the
 console thread used last, so a restart with the same database continues the same conversation.
 """
@@ -16,15 +17,18 @@ import uuid
 from pathlib import Path
 from typing import TextIO
 
+from bot.audio_encode import AudioFormat
 from bot.errors import AttachmentError
 from bot.gateway import Gateway
-from bot.types import Attachment, IncomingMessage, OutgoingFile, ThreadKey, kind_for_mime
+from bot.types import Attachment, IncomingMessage, OutgoingFile, ThreadKey, TurnKind, kind_for_mime
 
 PLATFORM = "console"
 
 
 class ConsoleReply:
-    """Renders one answer: text streams to stdout, status lines and saved-file notes go to stderr."""
+    """Renders one answer: text streams to stdout, status lines and preview notes go to stderr."""
+
+    audio_format = AudioFormat.OGG_OPUS
 
     def __init__(
         self, out: TextIO, err: TextIO, files_dir: Path, *, show_status: bool, prompt: str = "threadline> "
@@ -44,11 +48,20 @@ class ConsoleReply:
         self.out.flush()
 
     async def attach(self, part: OutgoingFile) -> None:
-        self.files_dir.mkdir(parents=True, exist_ok=True)
-        path = self.files_dir / f"{uuid.uuid4().hex[:8]}-{Path(part.filename).name}"
-        await asyncio.to_thread(path.write_bytes, part.data)
+        path = await self._save(part)
         self.out.write(f"\n[{part.kind.value} saved to {path}]")
         self.out.flush()
+
+    async def preview(self, part: OutgoingFile) -> None:
+        path = await self._save(part, "preview-")
+        self.err.write(f"… preview saved to {path}\n")
+        self.err.flush()
+
+    async def _save(self, part: OutgoingFile, prefix: str = "") -> Path:
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        path = self.files_dir / f"{prefix}{uuid.uuid4().hex[:8]}-{Path(part.filename).name}"
+        await asyncio.to_thread(path.write_bytes, part.data)
+        return path
 
     async def set_status(self, status: str) -> None:
         if self.show_status:
@@ -119,9 +132,9 @@ class ConsoleAdapter:
             await self._turn(text)
         await self.gateway.wait_idle()
 
-    async def _turn(self, text: str) -> None:
+    async def _turn(self, text: str, kind: TurnKind = TurnKind.CHAT) -> None:
         attachments, self._pending = tuple(self._pending), []
-        message = IncomingMessage(key=self.key(), user_id=self.user, text=text, attachments=attachments)
+        message = IncomingMessage(key=self.key(), user_id=self.user, text=text, attachments=attachments, kind=kind)
         reply = ConsoleReply(self.out, self.err, self.files_dir, show_status=self.interactive)
         submission = await self.gateway.submit(message, reply)
         if submission.done is not None:
@@ -137,6 +150,8 @@ class ConsoleAdapter:
             self.thread = uuid.uuid4().hex[:12]
             self._pending = []
             self.out.write("(new thread started)\n")
+        elif name == "imagine":
+            await self._turn(arg.strip(), kind=TurnKind.IMAGINE)
         elif name == "attach":
             try:
                 self._pending.append(await asyncio.to_thread(file_attachment, arg.strip()))

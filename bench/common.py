@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bot.audio_encode import AudioFormat
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.types import IncomingMessage, OutgoingFile, ThreadKey
@@ -37,6 +38,11 @@ class TimedReply:
         self.text += delta
 
     async def attach(self, part: OutgoingFile) -> None:
+        return None
+
+    audio_format = AudioFormat.OGG_OPUS
+
+    async def preview(self, part: OutgoingFile) -> None:
         return None
 
     async def set_status(self, status: str) -> None:

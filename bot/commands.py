@@ -13,11 +13,14 @@ from bot.protocols import TurnEngine
 from bot.settings import Settings
 from bot.store import Store
 from bot.types import ThreadKey
+from bot.voice_mode import set_voice
 
 HELP = (
     "*threadline* answers when you mention it, in its threads and in DMs. Attach images, voice notes or files.\n"
     "Commands: `help` (this text), `reset` (the next message starts a fresh conversation), "
-    "`model` (show the model) or `model NAME` (set it for this channel), `usage` (your tokens this month)."
+    "`model` (show the model) or `model NAME` (set it for this channel), `usage` (your tokens this month), "
+    '`imagine PROMPT` (draw an image; reply "make it blue" to edit it, or attach an image with an instruction), '
+    "`voice on|off` (spoken replies in this thread)."
 )
 
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
@@ -45,6 +48,8 @@ class Commands:
             return "Done: the next message here starts a new conversation."
         if name == "model":
             return await self._model(key, arg)
+        if name == "voice":
+            return await set_voice(self.store, key, arg)
         if name == "usage":
             turns, tokens_in, tokens_out = await self.store.usage_since(key.platform, user_id, month_start())
             return (

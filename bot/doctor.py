@@ -1,48 +1,74 @@
-"""``threadline doctor``: is the OpenAI key good, do the models exist, is the database writable, which
-adapters are configured and do their credentials work. Exits non-zero on any failure."""
+"""``threadline doctor``: is the OpenAI key good, do the models exist and are they not shutting down, is the
+database reachable and writable, which adapters are configured and do their credentials work. Exits non-zero on
+any failure; a shutdown date within the warning window is a warning (``!``), not a failure."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any
+from datetime import date
+from typing import Any, Literal
 
 import openai
 
+from bot.model_calendar import calendar_findings, model_calendar
 from bot.openai_errors import api_error_message
 from bot.runtime import open_runtime
 from bot.settings import Settings
-from bot.store import SchemaTooNew, StoreUnavailable, open_store
+from bot.store import SchemaTooNew, Store, StoreUnavailable, open_store
+
+log = logging.getLogger("threadline.doctor")
+
+Level = Literal["ok", "warn", "fail"]
+Result = tuple[Level, str]
+MARKS: dict[Level, str] = {"ok": "✓", "warn": "!", "fail": "✗"}
 
 
-def _models_in_use(settings: Settings) -> dict[str, str]:
+def models_in_use(settings: Settings, channel_models: list[tuple[str, str, str]]) -> dict[str, str]:
+    """Every model id the configuration can call, by the setting (or channel override) that names it."""
     models = {
         "THREADLINE_MODEL": settings.model,
         "THREADLINE_TRANSCRIPTION_MODEL": settings.transcription_model,
+        "THREADLINE_IMAGE_MODEL": settings.image_model,
     }
     if settings.voice_replies != "never":
         models["THREADLINE_TTS_MODEL"] = settings.tts_model
-    if "image_generation" in settings.tools:
-        models["THREADLINE_IMAGE_MODEL"] = settings.image_model
+    for platform, channel, model in channel_models:
+        models[f"the model of {platform} channel {channel}"] = model
     return models
 
 
-async def check_openai(settings: Settings, client: openai.AsyncOpenAI) -> list[tuple[bool, str]]:
+async def check_openai(settings: Settings, client: openai.AsyncOpenAI, store: Store) -> list[Result]:
+    """The key, and every model in use against ``GET /v1/models``: missing or shut down fails, a shutdown
+    within ``THREADLINE_MODEL_SHUTDOWN_WARN_DAYS`` warns."""
     where = settings.openai_base_url or "https://api.openai.com/v1"
     if not settings.openai_api_key.get_secret_value():
-        return [(False, "OPENAI_API_KEY is not set")]
+        return [("fail", "OPENAI_API_KEY is not set")]
     try:
-        available = {model.id async for model in client.models.list()}
+        calendar = await model_calendar(client)
     except openai.OpenAIError as exc:
-        return [(False, f"OpenAI at {where}: {api_error_message(exc, model=settings.model)}")]
-    results = [(True, f"OpenAI at {where}: key accepted, {len(available)} models listed")]
-    for setting, model in _models_in_use(settings).items():
-        ok = model in available
-        results.append((ok, f"model {model} ({setting}) {'exists' if ok else 'is NOT in the models list'}"))
+        return [("fail", f"OpenAI at {where}: {api_error_message(exc, model=settings.model)}")]
+    results: list[Result] = [("ok", f"OpenAI at {where}: key accepted, {len(calendar)} models listed")]
+    in_use = models_in_use(settings, await store.channel_models())
+    findings = calendar_findings(in_use, calendar, today=date.today(), warn_days=settings.model_shutdown_warn_days)
+    results += [(finding.level, finding.line[2:]) for finding in findings]
     return results
 
 
-async def check_database(settings: Settings) -> list[tuple[bool, str]]:
+async def startup_calendar_warnings(settings: Settings, client: openai.AsyncOpenAI, store: Store) -> list[str]:
+    """What ``run`` logs once at start-up: the doctor's shutdown warnings and failures (never fatal)."""
+    try:
+        calendar = await model_calendar(client)
+    except openai.OpenAIError as exc:
+        log.info("could not read the models list for shutdown dates: %s", type(exc).__name__)
+        return []
+    in_use = models_in_use(settings, await store.channel_models())
+    findings = calendar_findings(in_use, calendar, today=date.today(), warn_days=settings.model_shutdown_warn_days)
+    return [finding.line[2:] for finding in findings if finding.level != "ok"]
+
+
+async def check_database(settings: Settings) -> list[Result]:
     """Reachable, schema version, writable: on either backend, named without its password."""
     location = settings.database_location
     try:
@@ -52,32 +78,33 @@ async def check_database(settings: Settings) -> list[tuple[bool, str]]:
         finally:
             await store.close()
     except (StoreUnavailable, SchemaTooNew) as exc:  # their messages name the database, without a password
-        return [(False, str(exc))]
+        return [("fail", str(exc))]
     except Exception as exc:  # e.g. an unwritable SQLite file: name the problem, never a traceback
-        return [(False, f"database {location.safe} is not writable: {exc}")]
-    return [(True, f"database {location.safe} ({location.scheme}) is reachable and writable (schema v{version})")]
+        return [("fail", f"database {location.safe} is not writable: {exc}")]
+    return [("ok", f"database {location.safe} ({location.scheme}) is reachable and writable (schema v{version})")]
 
 
 async def run_doctor(settings: Settings, sections: Mapping[str, Any], load_adapter: Callable[[str], Any]) -> int:
     results = await check_database(settings)
-    if not results[0][0]:
+    if results[0][0] == "fail":
         _print(results)
         return 1
     async with open_runtime(settings) as runtime:
-        results += await check_openai(settings, runtime.openai)
+        results += await check_openai(settings, runtime.openai, runtime.store)
         configured = [n for n in ("slack", "discord") if getattr(sections.get(n), "configured", False)]
-        results.append((True, f"adapters configured: {', '.join(configured) or 'none (console only)'}"))
+        results.append(("ok", f"adapters configured: {', '.join(configured) or 'none (console only)'}"))
         for name in configured:
             try:
-                results += await load_adapter(name).doctor_checks(runtime.gateway, sections[name])
+                checks = await load_adapter(name).doctor_checks(runtime.gateway, sections[name])
+                results += [("ok" if ok else "fail", line) for ok, line in checks]
             except Exception as exc:
-                results.append((False, f"{name}: check failed: {type(exc).__name__}"))
+                results.append(("fail", f"{name}: check failed: {type(exc).__name__}"))
     _print(results)
-    failed = sum(1 for ok, _ in results if not ok)
+    failed = sum(1 for level, _ in results if level == "fail")
     print(f"{'OK' if not failed else f'{failed} problem(s) found'}", file=sys.stdout)
     return 1 if failed else 0
 
 
-def _print(results: list[tuple[bool, str]]) -> None:
-    for ok, line in results:
-        print(f"{'✓' if ok else '✗'} {line}")
+def _print(results: list[Result]) -> None:
+    for level, line in results:
+        print(f"{MARKS[level]} {line}")

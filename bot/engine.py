@@ -10,6 +10,8 @@ import asyncio
 import base64
 import json
 import logging
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx2
@@ -17,18 +19,28 @@ import openai
 from openai import AsyncOpenAI
 
 from bot.attachments_in import AttachmentReader, TurnInput
-from bot.errors import UserFacingError
-from bot.media import audio_duration
+from bot.errors import AttachmentError, UserFacingError
+from bot.imaging import (
+    QUALITIES,
+    SIZES,
+    ImageMaker,
+    MadeImage,
+    asks_for_change,
+    asks_for_change_of_thread_image,
+    check_mask,
+)
+from bot.media import normalize_image
 from bot.openai_errors import api_error_message, terminal_event_error
 from bot.protocols import ReplyStream
 from bot.settings import Settings
+from bot.speech import SpeechError, speaker_for
 from bot.sse import sse_events
-from bot.store import Store, UsageRow
-from bot.types import IncomingMessage, OutgoingFile, PartKind, ThreadKey
+from bot.store import Store, StoredImage, UsageRow
+from bot.types import Attachment, AttachmentKind, IncomingMessage, OutgoingFile, PartKind, ThreadKey, TurnKind
+from bot.voice_mode import speakable, voice_mode
 
 log = logging.getLogger("threadline.engine")
 
-TTS_INPUT_LIMIT = 4096
 CONTEXT_LOST_NOTE = "_(I had lost this thread's earlier context, so I started a fresh conversation.)_\n\n"
 
 _STATUS_BY_ITEM = {
@@ -39,6 +51,18 @@ _STATUS_BY_ITEM = {
     "function_call": "working…",
     "reasoning": "thinking…",
 }
+
+
+# Per-thread preference: what the last turn was about ("image" or "chat"); a change request right after an
+# image turn edits that image.
+LAST_TURN = "last_turn"
+
+
+@dataclass(frozen=True, slots=True)
+class EditRequest:
+    image: MadeImage
+    mask: bytes | None
+    instruction: str
 
 
 class _ConversationGone(Exception):
@@ -94,6 +118,10 @@ class _TurnRender:
         await self.ensure_started()
         await self.reply.attach(part)
 
+    async def preview(self, part: OutgoingFile) -> None:
+        await self.settle()
+        await self.reply.preview(part)
+
 
 class ConversationsEngine:
     def __init__(self, *, settings: Settings, store: Store, client: AsyncOpenAI) -> None:
@@ -101,6 +129,12 @@ class ConversationsEngine:
         self.store = store
         self.client = client
         self.attachments = AttachmentReader(settings=settings, store=store, client=client)
+        self.speaker = speaker_for(
+            client, model=settings.tts_model, voice=settings.tts_voice, timeout_secs=settings.speech_timeout_secs
+        )
+        self.images = ImageMaker(
+            client=client, model=settings.image_model, partial_images=settings.image_partial_previews
+        )
 
     async def forget(self, key: ThreadKey) -> None:
         await self.store.forget_conversation(key)
@@ -110,9 +144,16 @@ class ConversationsEngine:
 
     async def run_turn(self, message: IncomingMessage, reply: ReplyStream) -> None:
         model = await self.model_for(message.key.platform, message.key.channel)
-        render = _TurnRender(reply, "thinking…")
+        render = _TurnRender(reply, "drawing…" if message.kind is TurnKind.IMAGINE else "thinking…")
         try:
-            await self._run_turn(message, reply, model, render)
+            if message.kind is TurnKind.IMAGINE:
+                await self._imagine(message, model, render)
+            elif (request := await self._edit_request(message, render)) is not None:
+                await self._edit(message, model, render, request)
+            else:
+                await self._run_turn(message, reply, model, render)
+            await render.ensure_started()
+            await reply.finish()
         except BaseException as exc:
             await render.abandon(stopped=isinstance(exc, asyncio.CancelledError))
             raise
@@ -132,9 +173,8 @@ class ConversationsEngine:
                 await self._respond(conversation, model, turn, message, render)
             except _ConversationGone as exc:
                 raise UserFacingError("OpenAI lost this conversation twice in a row. Please try again.") from exc
-        await self._speak_if_wanted(turn, render, model)
-        await render.ensure_started()
-        await reply.finish()
+        await self._speak_if_wanted(message, turn, render)
+        await self.store.set_thread_pref(message.key, LAST_TURN, "image" if turn.had_image else "chat")
 
     async def _guard(self, call: Any, model: str) -> Any:
         try:
@@ -155,6 +195,92 @@ class ConversationsEngine:
         conversation = await self._guard(self.client.conversations.create(metadata=metadata), model)
         await self.store.save_conversation(message.key, conversation_id=conversation.id, model=model)
         return str(conversation.id)
+
+    # --- images on request ---------------------------------------------------------------------------------
+    async def _imagine(self, message: IncomingMessage, model: str, render: _TurnRender) -> None:
+        prompt = message.text.strip()
+        if not prompt:
+            raise UserFacingError("Tell me what to draw, for example `imagine a red bicycle`.")
+
+        async def preview(index: int, image: MadeImage) -> None:
+            await render.preview(
+                OutgoingFile(PartKind.IMAGE, f"preview-{index + 1}.{image.fmt}", image.mime, image.data)
+            )
+
+        size = message.image_size if message.image_size in SIZES else "auto"
+        quality = message.image_quality if message.image_quality in QUALITIES else "auto"
+        made = await self.images.generate(prompt, size=size, quality=quality, preview=preview)
+        await self._deliver_image(message, model, render, made, request=f"Draw: {prompt}", caption=prompt)
+
+    async def _edit_request(self, message: IncomingMessage, render: _TurnRender) -> EditRequest | None:
+        """An edit when an image comes with an instruction that asks for a change (a second PNG is its mask), or
+        when a text follow-up asks for a change to the thread's latest image."""
+        images = [a for a in message.attachments if a.kind is AttachmentKind.IMAGE]
+        if images and len(images) == len(message.attachments) and len(images) <= 2 and asks_for_change(message.text):
+            await render.settle()
+            await render.set_status("reading the image…")
+            base = normalize_image(await self._fetch(images[0]), images[0].filename)
+            mask = None
+            if len(images) == 2:
+                mask = await self._fetch(images[1])
+                check_mask(base.data, mask, mask_name=images[1].filename)
+            return EditRequest(MadeImage(base.data, base.mime.split("/")[1]), mask, message.text.strip())
+        if message.attachments:
+            return None
+        last_turn = await self.store.thread_pref(message.key, LAST_TURN)
+        if not asks_for_change_of_thread_image(message.text, last_turn_was_image=last_turn == "image"):
+            return None
+        stored = await self.store.last_thread_image(message.key)
+        if stored is None:
+            return None
+        return EditRequest(MadeImage(stored.data, stored.mime.split("/")[1]), None, message.text.strip())
+
+    async def _fetch(self, attachment: Attachment) -> bytes:
+        limit = self.settings.max_attachment_bytes
+        if attachment.size is not None and attachment.size > limit:
+            raise AttachmentError(f"{attachment.filename} is over the {limit // (1024 * 1024)} MB limit.")
+        data = await attachment.fetch()
+        if not data:
+            raise AttachmentError(f"{attachment.filename} is empty.")
+        return data
+
+    async def _edit(self, message: IncomingMessage, model: str, render: _TurnRender, request: EditRequest) -> None:
+        await render.set_status("editing the image…")
+        made = await self.images.edit(request.instruction, request.image, request.mask)
+        await self._deliver_image(
+            message, model, render, made, request=f"Edit the image: {request.instruction}", caption=request.instruction
+        )
+
+    async def _deliver_image(
+        self, message: IncomingMessage, model: str, render: _TurnRender, made: MadeImage, *, request: str, caption: str
+    ) -> None:
+        """Post the image, keep it as the thread's latest image, and put the request and the image into the
+        thread's conversation so later messages can talk about it."""
+        await render.append(f"🎨 {caption}")
+        await render.attach(OutgoingFile(PartKind.IMAGE, made.filename, made.mime, made.data, title=caption[:80]))
+        await self.store.save_thread_image(message.key, StoredImage(made.data, made.mime, "generated", time.time()))
+        await self.store.set_thread_pref(message.key, LAST_TURN, "image")
+        file_id = await self.attachments.upload_image(message.key, made.data, made.filename, made.mime)
+        items: list[dict[str, Any]] = [
+            {"role": "user", "content": [{"type": "input_text", "text": request}]},
+            {"role": "assistant", "content": "Here is the image (it is shown to the user below)."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "[The image threadline made for the request above]"},
+                    {"type": "input_image", "file_id": file_id, "detail": "auto"},
+                ],
+            },
+        ]
+        conversation = await self._conversation(message, model)
+        try:
+            await self.client.conversations.items.create(conversation, items=items)  # type: ignore[arg-type]
+        except openai.NotFoundError:
+            conversation = await self._conversation(message, model, fresh=True)
+            await self._guard(self.client.conversations.items.create(conversation, items=items), model)  # type: ignore[arg-type]
+        except openai.OpenAIError as exc:
+            log.warning("could not add the image to the conversation: %s", type(exc).__name__)
+        await self.store.touch(message.key)
 
     def _tools(self, turn: TurnInput) -> list[dict[str, Any]]:
         tools: list[dict[str, Any]] = []
@@ -292,25 +418,21 @@ class ConversationsEngine:
         )
         await render.attach(OutgoingFile(kind, filename, mime, data, title=filename))
 
-    async def _speak_if_wanted(self, turn: TurnInput, render: _TurnRender, model: str) -> None:
-        mode = self.settings.voice_replies
+    async def _speak_if_wanted(self, message: IncomingMessage, turn: TurnInput, render: _TurnRender) -> None:
+        mode = await voice_mode(self.store, message.key, self.settings.voice_replies)
         if mode == "never" or (mode == "auto" and not turn.had_voice):
             return
-        text = "".join(render.text).strip()
+        text = speakable("".join(render.text))
         if not text:
             return
         await render.set_status("recording a voice reply…")
         try:
-            speech = await self.client.audio.speech.create(
-                model=self.settings.tts_model,
-                voice=self.settings.tts_voice,
-                input=text[:TTS_INPUT_LIMIT],
-                response_format="opus",
-            )
-            data = await speech.aread()
-        except openai.OpenAIError as exc:
-            log.warning("text-to-speech failed: %s", type(exc).__name__)
+            spoken = await self.speaker.speak(text, audio_format=render.reply.audio_format)
+        except SpeechError as exc:
+            log.warning("spoken reply failed: %s", exc)
             await render.append("\n\n_(I couldn't record a voice reply this time.)_")
             return
-        part = OutgoingFile(PartKind.AUDIO, "reply.ogg", "audio/ogg", data, duration_secs=audio_duration(data))
+        part = OutgoingFile(
+            PartKind.AUDIO, spoken.filename, spoken.mime, spoken.data, duration_secs=spoken.duration_secs
+        )
         await render.attach(part)

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import aiohttp
 
 from bot.access import access_denied_reason
-from bot.commands import Commands
+from bot.commands import HELP, Commands
 from bot.protocols import ReplyStream
 from bot.settings import Settings
 from bot.store import Store, StoreUnavailable
 from bot.turns import TurnHandler
-from bot.types import IncomingMessage, ThreadKey
+from bot.types import IncomingMessage, ThreadKey, TurnKind
 
 log = logging.getLogger("threadline.gateway")
 
@@ -34,6 +34,7 @@ class Outcome(enum.StrEnum):
     DUPLICATE = "duplicate"  # a repeated delivery of something already accepted: nothing was said
     REFUSED = "refused"  # the sender may not use the bot here: the reply got one short refusal
     FAILED = "failed"  # could not be taken on (the database is down): the reply got one short line
+    ANSWERED = "answered"  # nothing to answer (a bare mention): the reply got the help text; no turn, no thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +70,9 @@ class Gateway:
 
     @property
     def max_attachment_bytes(self) -> int:
-        return self._settings.max_attachment_bytes
+        """The largest file worth downloading at all (audio may be larger than other files); the core checks
+        each kind's own limit."""
+        return max(self._settings.max_attachment_bytes, self._settings.max_audio_bytes)
 
     async def owns(self, key: ThreadKey) -> bool:
         """Whether the bot answers in this thread without a new mention (it did before; survives restarts)."""
@@ -89,11 +92,19 @@ class Gateway:
         return access_denied_reason(self._settings, message)
 
     async def submit(self, message: IncomingMessage, reply: ReplyStream) -> Submission:
-        """Dedupe, check access, claim the thread, then queue the turn in the thread's lane."""
+        """Dedupe, check access, claim the thread, then queue the turn in the thread's lane.
+
+        A message with no text and no attachments (a bare mention) gets the help text, like ``help``: there is
+        nothing to ask the model. Its dedupe keys are claimed first, so a retried delivery is not answered twice.
+        """
         try:
             if message.dedupe_keys and not await self._store.claim_events(message.dedupe_keys):
                 log.info("dropped duplicate delivery %s", message.dedupe_keys[0])
                 return Submission(Outcome.DUPLICATE)
+            if message.kind is TurnKind.CHAT and not message.text.strip() and not message.attachments:
+                log.info("answered an empty message in %s with the help text", message.key)
+                await _say(reply, HELP, failed=False)
+                return Submission(Outcome.ANSWERED)
             reason = access_denied_reason(self._settings, message)
             if reason is not None:
                 log.info("access denied for user %s in %s", message.user_id, message.key)

@@ -56,5 +56,16 @@ def setup_logging(settings: Settings, *sections: BaseSettings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
-    for noisy in ("httpx2", "httpx", "openai", "discord.gateway", "discord.client", "slack_bolt", "slack_sdk"):
+    # websockets logs every handshake header (the Authorization one too) at DEBUG: keep it quiet.
+    noisy_loggers = (
+        "httpx2",
+        "httpx",
+        "openai",
+        "websockets",
+        "discord.gateway",
+        "discord.client",
+        "slack_bolt",
+        "slack_sdk",
+    )
+    for noisy in noisy_loggers:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

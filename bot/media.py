@@ -18,7 +18,7 @@ MAX_IMAGE_SIDE = 4096
 
 
 @functools.cache
-def _pillow() -> ModuleType:
+def pillow() -> ModuleType:
     """Pillow with HEIC/HEIF support (iPhone photos), imported on first use: start-up does not pay for it."""
     from PIL import Image
     from pillow_heif import register_heif_opener
@@ -36,7 +36,7 @@ class ImageData:
 
 def normalize_image(data: bytes, filename: str) -> ImageData:
     """Verify an image and return it in a format the model accepts (PNG/JPEG/WEBP/still GIF)."""
-    pil = _pillow()
+    pil = pillow()
     try:
         with pil.open(io.BytesIO(data)) as probe:
             probe.verify()

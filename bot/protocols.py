@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from bot.audio_encode import AudioFormat
 from bot.types import IncomingMessage, OutgoingFile, ThreadKey
 
 
@@ -13,7 +14,10 @@ class ReplyStream(Protocol):
 
     The engine calls ``start`` once, then any mix of ``append``/``attach``/``set_status``, then exactly one of
     ``finish`` or ``fail``. ``fail`` may also come without ``start`` (nothing was said yet).
+    ``audio_format`` is the encoding the platform wants for a spoken reply (Ogg/Opus for a Discord voice message).
     """
+
+    audio_format: AudioFormat
 
     async def start(self) -> None: ...
 
@@ -22,6 +26,10 @@ class ReplyStream(Protocol):
     async def attach(self, part: OutgoingFile) -> None: ...
 
     async def set_status(self, status: str) -> None: ...
+
+    async def preview(self, part: OutgoingFile) -> None:
+        """A provisional image (a partial preview while one is drawn). Platforms that can't show it ignore it."""
+        ...
 
     async def finish(self) -> None: ...
 

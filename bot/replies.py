@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from bot.audio_encode import AudioFormat
 from bot.types import OutgoingFile
 
 
@@ -12,6 +13,8 @@ class TextReply:
 
     ``text`` holds what was said, for adapters that must hand it back themselves (Slack's slash-command ack).
     """
+
+    audio_format = AudioFormat.OGG_OPUS
 
     def __init__(self, send: Callable[[str], Awaitable[None]] | None = None) -> None:
         self._send = send
@@ -33,6 +36,9 @@ class TextReply:
         self._parts.append(f"\n({part.filename} could not be shown here)")
 
     async def set_status(self, status: str) -> None:
+        return None
+
+    async def preview(self, part: OutgoingFile) -> None:
         return None
 
     async def finish(self) -> None:

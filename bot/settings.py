@@ -22,6 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bot.defaults import DEFAULT_REALTIME_MODEL, DEFAULT_VOICE
 from bot.store.location import DatabaseLocation, parse_database
 
 CommaList = Annotated[list[str], NoDecode]
@@ -86,20 +87,34 @@ class Settings(SettingsBase):
     openai_http_client: Literal["aiohttp", "httpx"] = "aiohttp"
     model: str = "gpt-6.2-sol"
     transcription_model: str = "gpt-transcribe"
-    tts_model: str = "gpt-4o-mini-tts"
-    tts_voice: str = "alloy"
+    # Spoken replies: a Realtime model (the default) or one that still serves /v1/audio/speech (tts-1, tts-1-hd,
+    # *-tts: all shut down 2027-01-06). The model id decides which API is used (bot/speech.py).
+    tts_model: str = DEFAULT_REALTIME_MODEL
+    tts_voice: str = DEFAULT_VOICE
+    # Every wait of a spoken reply (connect, each event) gives up after this; the text answer stays.
+    speech_timeout_secs: float = Field(default=30.0, gt=0)
     image_model: str = "gpt-image-2.6-sunburst"
+    # Partial previews streamed while /imagine draws (0-3; 0 waits for the finished image).
+    image_partial_previews: int = Field(default=2, ge=0, le=3)
     instructions: str = (
         "You are threadline, a helpful assistant in a team chat. Answer concisely; use Markdown sparingly. "
         "Voice notes arrive as transcripts."
     )
     tools: CommaList = Field(default_factory=lambda: ["image_generation", "code_interpreter"])
     voice_replies: Literal["auto", "always", "never"] = "auto"
+    # threadline doctor (and a log line at start-up) warn this many days before a model in use shuts down.
+    model_shutdown_warn_days: int = Field(default=90, ge=0)
+    # Audio longer than this is cut into pieces that are transcribed in order (files over 25 MB always are).
+    transcribe_chunk_secs: float = Field(default=600.0, ge=30)
+    # Longer recordings are refused, with this limit named.
+    audio_max_minutes: float = Field(default=60.0, gt=0)
 
     # --- Turns and access -------------------------------------------------------------------------------------
     turn_timeout_secs: float = 300.0
     max_concurrent_turns: int = 1000
     max_attachment_bytes: int = 25 * 1024 * 1024
+    # Audio and voice notes may be larger (they are split before transcription).
+    max_audio_bytes: int = 200 * 1024 * 1024
     allowed_users: CommaList = Field(default_factory=list)
     allowed_channels: CommaList = Field(default_factory=list)
     allowed_roles: CommaList = Field(default_factory=list)

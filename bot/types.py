@@ -64,6 +64,11 @@ class Attachment:
     duration_secs: float | None = None
 
 
+class TurnKind(enum.StrEnum):
+    CHAT = "chat"  # a message to answer (images attached with a change request become edits)
+    IMAGINE = "imagine"  # /imagine: the text is an image prompt
+
+
 @dataclass(frozen=True, slots=True)
 class IncomingMessage:
     key: ThreadKey
@@ -74,6 +79,9 @@ class IncomingMessage:
     user_name: str = ""
     is_dm: bool = False
     user_roles: tuple[str, ...] = ()
+    kind: TurnKind = TurnKind.CHAT
+    image_size: str = "auto"  # /imagine options
+    image_quality: str = "auto"
     received_at: float = field(default_factory=time.monotonic, compare=False)
 
 

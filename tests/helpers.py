@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bot.audio_encode import AudioFormat
 from bot.runtime import Runtime
 from bot.settings import Settings, SettingsBase
 
@@ -46,10 +47,13 @@ def split_settings(tmp_path: Path, openai_base_url: str, cls: type[S], **overrid
 class RecordingReply:
     """A ReplyStream that records what the engine sent, in order (the adapter side of the seam)."""
 
+    audio_format = AudioFormat.OGG_OPUS
+
     def __init__(self) -> None:
         self.events: list[tuple[str, object]] = []
         self.text = ""
         self.files: list[object] = []
+        self.previews: list[object] = []
         self.statuses: list[str] = []
         self.failed: str | None = None
         self.finished = False
@@ -64,6 +68,10 @@ class RecordingReply:
     async def attach(self, part: object) -> None:
         self.events.append(("attach", part))
         self.files.append(part)
+
+    async def preview(self, part: object) -> None:
+        self.events.append(("preview", part))
+        self.previews.append(part)
 
     async def set_status(self, status: str) -> None:
         self.events.append(("status", status))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import sys
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import pytest
 from adapters.console import ConsoleAdapter
 from bot.runtime import open_runtime
 from tests.fakes import media
-from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.fakes.openai_server import FakeOpenAI, Reply, audio_seconds
+from tests.fakes.realtime import Fault, read_seconds
 from tests.helpers import make_settings, spawn_threadline, user_env
 
 
@@ -139,3 +141,29 @@ async def test_missing_key_is_a_clear_start_error(tmp_path: Path) -> None:
     del env["OPENAI_BASE_URL"], env["OPENAI_API_KEY"]
     code, out, err = await _threadline(tmp_path, env, "run", stdin="hi\n")
     assert code == 2 and out == "" and "OPENAI_API_KEY is not set" in err and "Traceback" not in err
+
+
+async def test_console_voice_mode_writes_audio_made_through_the_realtime_api(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(Reply(text="Hello there."), Reply(text="Quiet now."))
+    stdin = "/voice on\nsay hello\n/voice off\nand again\n"
+    code, out, err = await _threadline(tmp_path, _env(tmp_path, fake_openai.base_url), "run", stdin=stdin)
+    assert code == 0, err
+    assert "Spoken replies are on in this thread." in out and "Spoken replies are off in this thread." in out
+    saved = re.findall(r"\[audio saved to (\S+)\]", out)
+    assert len(saved) == 1, "one spoken reply: voice was on for the first question only"
+    data = await asyncio.to_thread(Path(saved[0]).read_bytes)
+    assert audio_seconds(data) == pytest.approx(read_seconds("Hello there.", 15.0), abs=0.1)
+    assert fake_openai.realtime.models == ["gpt-realtime-2.1-mini"]
+    assert not [r for r in fake_openai.requests if r.path == "/v1/audio/speech"]
+
+
+async def test_a_failed_spoken_reply_keeps_the_text_and_says_so(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    fake_openai.realtime.fault = Fault.ERROR
+    fake_openai.script(Reply(text="Still here in writing."))
+    env = _env(tmp_path, fake_openai.base_url, THREADLINE_VOICE_REPLIES="always")
+    code, out, err = await _threadline(tmp_path, env, "run", stdin="talk to me\n")
+    assert code == 0, err
+    assert "threadline> Still here in writing." in out and "couldn't record a voice reply" in out
+    assert "[audio saved" not in out and "Traceback" not in out + err

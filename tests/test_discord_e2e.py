@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from adapters.discord import DiscordSettings, build, doctor_checks
 from adapters.discord.adapter import DiscordAdapter
@@ -23,6 +25,7 @@ from bot.runtime import Runtime, open_runtime
 from tests.fakes import media
 from tests.fakes.discord_server import VOICE_MESSAGE_FLAG, FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.fakes.realtime import read_seconds
 from tests.helpers import split_settings, stop_adapter
 
 
@@ -364,6 +367,9 @@ async def test_audio_reply_is_sent_as_a_native_voice_message(
     assert meta["id"] == 0 and meta["filename"] == "voice-message.ogg" == upload.filename
     assert upload.content_type == "audio/ogg" and upload.data[:4] == b"OggS"
     assert meta["duration_secs"] == pytest.approx(audio_duration(upload.data), abs=0.05)
+    expected = read_seconds("Here is your spoken answer.", fake_openai.realtime.chars_per_second)
+    assert audio_duration(upload.data) == pytest.approx(expected, abs=0.1), "the whole answer, read aloud"
+    assert fake_openai.realtime.connections == 1, "spoken through the Realtime API"
     samples = base64.b64decode(meta["waveform"])
     assert 1 <= len(samples) <= 256 and max(samples) > 0
     text_first = fake_discord.writes_in(dm)[0]
@@ -456,7 +462,7 @@ async def test_slash_commands_register_per_guild_and_ask_reset_model_usage_work(
     bot = await harness.start(discord_command_guilds=[str(fake_discord.guild_id)])
     ((scope, commands),) = fake_discord.command_puts
     assert scope == str(fake_discord.guild_id)
-    assert sorted(c["name"] for c in commands) == ["ask", "model", "reset", "usage"]
+    assert sorted(c["name"] for c in commands) == ["ask", "imagine", "model", "reset", "usage", "voice"]
 
     fake_openai.script(Reply(text="Because of Rayleigh scattering."), Reply(text="New conversation here."))
     await fake_discord.slash("ask", [{"name": "prompt", "type": 3, "value": "Why is the sky blue?"}])
@@ -486,7 +492,7 @@ async def test_slash_commands_register_per_guild_and_ask_reset_model_usage_work(
 async def test_slash_commands_register_globally_without_guild_ids(harness: Harness, fake_discord: FakeDiscord) -> None:
     await harness.start()
     ((scope, commands),) = fake_discord.command_puts
-    assert scope == "global" and len(commands) == 4
+    assert scope == "global" and len(commands) == 6
     await fake_discord.slash("reset", [])
     await fake_discord.wait_for(lambda: fake_discord.interaction_callbacks, 5, "an answer")
     assert "inside one of my threads" in fake_discord.interaction_callbacks[0]["data"]["content"]
@@ -553,6 +559,31 @@ async def test_without_thread_permission_the_answer_goes_to_the_channel(
     await fake_discord.user_message(fake_discord.channel_id, "hi", mention_bot=True)
     await answered(fake_discord, bot, fake_discord.channel_id, "No thread, still an answer.")
     assert fake_discord.threads_created == []
+
+
+async def test_slash_imagine_draws_in_a_thread_with_size_and_quality_and_a_reply_edits_it(
+    harness: Harness, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+) -> None:
+    bot = await harness.start()
+    options = [
+        {"name": "prompt", "type": 3, "value": "a red bicycle"},
+        {"name": "size", "type": 3, "value": "1536x1024"},
+        {"name": "quality", "type": 3, "value": "low"},
+    ]
+    await fake_discord.slash("imagine", options)
+    await fake_discord.wait_for(lambda: fake_discord.threads_created, 5, "a thread")
+    tid = thread_of(fake_discord)
+    await answered(fake_discord, bot, tid, "🎨 a red bicycle")
+    (drawn,) = [f for w in fake_discord.writes_in(tid) for f in w.files]
+    assert drawn.filename == "image.png" and Image.open(io.BytesIO(drawn.data)).size == (1536, 1024)
+    (request,) = [r for r in fake_openai.requests if r.path == "/v1/images/generations"]
+    assert request.json["size"] == "1536x1024" and request.json["quality"] == "low"
+
+    await fake_discord.user_message(tid, "now make it blue")
+    await answered(fake_discord, bot, tid, "🎨 now make it blue")
+    (edit,) = [r for r in fake_openai.requests if r.path == "/v1/images/edits"]
+    assert edit.form["image"].data == drawn.data, "the thread's image is the one edited"
+    assert not fake_openai.responses_for(next(iter(fake_openai.conversations))), "no text turn was needed"
 
 
 async def test_ask_in_a_dm_with_a_file_answers_below_it(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,7 +14,8 @@ import pytest
 from bot.runtime import Runtime, open_runtime
 from bot.types import Attachment, AttachmentKind, IncomingMessage, PartKind, ThreadKey
 from tests.fakes import media
-from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.fakes.openai_server import FakeOpenAI, Reply, audio_seconds
+from tests.fakes.realtime import read_seconds
 from tests.helpers import RecordingReply, make_settings
 
 RuntimeFactory = Callable[..., Any]
@@ -302,9 +304,13 @@ async def test_voice_note_is_transcribed_and_answered_with_speech(
     assert "please summarise the meeting" in body["input"][0]["content"][0]["text"]
     audio = [f for f in reply.files if f.kind is PartKind.AUDIO]
     assert len(audio) == 1 and audio[0].mime == "audio/ogg" and audio[0].data[:4] == b"OggS"
-    assert audio[0].duration_secs is not None and audio[0].duration_secs > 0
-    speech = [r for r in fake_openai.requests if r.path == "/v1/audio/speech"]
-    assert speech and speech[0].json["input"] == "Here is the summary." and speech[0].json["model"] == "gpt-4o-mini-tts"
+    expected = read_seconds("Here is the summary.", fake_openai.realtime.chars_per_second)
+    assert audio_seconds(audio[0].data) == pytest.approx(expected, abs=0.1)
+    assert audio[0].duration_secs == pytest.approx(expected, abs=0.1)
+    assert fake_openai.realtime.models == ["gpt-realtime-2.1-mini"], "spoken through the Realtime API by default"
+    (asked,) = fake_openai.realtime.of_type("response.create")
+    assert asked["response"]["conversation"] == "none" and "Here is the summary." in json.dumps(asked)
+    assert not [r for r in fake_openai.requests if r.path == "/v1/audio/speech"]
 
 
 async def test_generated_image_is_attached(runtime_for: RuntimeFactory, fake_openai: FakeOpenAI) -> None:

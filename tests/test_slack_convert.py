@@ -159,3 +159,9 @@ def test_suggested_prompts_and_titles() -> None:
 def test_slash_command_addresses_the_channel() -> None:
     command = parse_slash_command({"team_id": "T0TEAM", "channel_id": "D0A", "user_id": "U0A", "text": "model x"})
     assert command.is_dm and command.name == "model" and command.key == ThreadKey("slack", "T0TEAM", "D0A", "")
+
+
+def test_voice_on_and_off_in_a_thread_are_thread_commands() -> None:
+    assert parsed(text="<@U0BOT> Voice  ON").thread_command == "voice on"
+    assert parsed(text="voice off").thread_command == "voice off"
+    assert parsed(text="voice off please, it's loud").thread_command is None

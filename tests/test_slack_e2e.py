@@ -23,7 +23,8 @@ from bot.runtime import Runtime, open_runtime
 from bot.text_split import split_message
 from bot.types import ThreadKey
 from tests.fakes import media
-from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.fakes.openai_server import FakeOpenAI, Reply, audio_seconds
+from tests.fakes.realtime import read_seconds
 from tests.fakes.slack_server import LOGIN_PAGE, FakeMessage, FakeSlack
 from tests.helpers import split_settings, stop_adapter
 
@@ -519,14 +520,14 @@ async def test_html_login_page_means_files_read_is_missing(slack: SlackHarness, 
 
 async def test_size_is_checked_from_metadata_before_downloading(slack: SlackHarness, fake_openai: FakeOpenAI) -> None:
     fake = slack.fake
-    url = fake.host_file("huge.mp4", b"tiny", "video/mp4")
+    url = fake.host_file("huge.pdf", b"tiny", "application/pdf")
     bot = await slack.start(max_attachment_bytes=1024 * 1024)
-    dm = fake.user_event("", channel=DM, files=[fake.file_object("huge.mp4", "video/mp4", url, 50 * 1024 * 1024)])
+    dm = fake.user_event("", channel=DM, files=[fake.file_object("huge.pdf", "application/pdf", url, 50 * 1024 * 1024)])
     await bot.send(dm)
     (message,) = await bot.answered(DM, dm["ts"])
 
     assert fake.file_requests == [], "nothing was downloaded"
-    assert message.text == "⚠️ huge.mp4 is 50.0 MB; the limit is 1.0 MB."
+    assert message.text == "⚠️ huge.pdf is 50.0 MB; the limit is 1.0 MB."
 
 
 async def test_slack_connect_file_goes_through_files_info(slack: SlackHarness, fake_openai: FakeOpenAI) -> None:
@@ -570,6 +571,40 @@ async def test_generated_image_is_uploaded_into_the_thread(slack: SlackHarness, 
     assert statuses[:2] == ["is thinking…", "is drawing…"]
 
 
+async def test_slash_imagine_draws_in_a_new_thread_and_a_follow_up_edits_it(
+    slack: SlackHarness, fake_openai: FakeOpenAI
+) -> None:
+    fake = slack.fake
+    bot = await slack.start()
+    ack = await fake.send_envelope(fake.slash_command("imagine a red bicycle"), kind="slash_commands")
+    assert not ack.get("text"), "the command is acknowledged at once; the picture follows in the channel"
+    await fake.wait_for(lambda: len(fake.uploads) == 1)
+    await bot.runtime.gateway.wait_idle()
+    (root,) = [m for m in fake.messages if m.thread_ts is None]
+    assert root.text == "<@U0ALICE> asked me to draw: a red bicycle"
+    (upload,) = fake.uploads.values()
+    assert upload.channel == CHANNEL and upload.thread_ts == root.ts and upload.filename == "image.png"
+    generated = [r for r in fake_openai.requests if r.path == "/v1/images/generations"]
+    assert len(generated) == 1 and generated[0].json["prompt"] == "a red bicycle"
+    assert generated[0].json["model"] == "gpt-image-2.6-sunburst"
+
+    await bot.send(fake.user_event("now make it blue", thread_ts=root.ts))
+    await fake.wait_for(lambda: len(fake.uploads) == 2)
+    await bot.runtime.gateway.wait_idle()
+    edits = [r for r in fake_openai.requests if r.path == "/v1/images/edits"]
+    assert len(edits) == 1 and edits[0].form["prompt"] == "now make it blue"
+    assert edits[0].form["image"].data == upload.data, "the edit starts from the image drawn in this thread"
+    assert not responses(fake_openai), "neither turn needed the text model"
+
+
+async def test_slash_imagine_is_refused_before_anything_is_posted(slack: SlackHarness, fake_openai: FakeOpenAI) -> None:
+    bot = await slack.start(allowed_users=["U0BOB"])
+    ack = await slack.fake.send_envelope(slack.fake.slash_command("imagine a red bicycle"), kind="slash_commands")
+    assert "not on this bot's list" in ack["text"] and ack["response_type"] == "ephemeral"
+    await bot.runtime.gateway.wait_idle()
+    assert slack.fake.messages == [] and not fake_openai.requests
+
+
 async def test_voice_clip_is_transcribed_and_answered_with_audio(slack: SlackHarness, fake_openai: FakeOpenAI) -> None:
     fake = slack.fake
     clip = media.ogg_opus_voice(1.0)
@@ -584,8 +619,11 @@ async def test_voice_clip_is_transcribed_and_answered_with_audio(slack: SlackHar
 
     assert [m.text for m in messages if m.via != "upload"] == ["It is evening in Tokyo."]
     (upload,) = fake.uploads.values()
-    assert upload.filename == "reply.ogg" and upload.data and upload.data[:4] == b"OggS", "a spoken reply"
+    assert upload.filename == "reply.m4a" and upload.data, "a spoken reply, in a format Slack plays inline"
+    expected = read_seconds("It is evening in Tokyo.", fake_openai.realtime.chars_per_second)
+    assert audio_seconds(upload.data) == pytest.approx(expected, abs=0.1), "the whole answer, read aloud"
     assert upload.thread_ts == dm["ts"] and upload.channel == DM
+    assert fake_openai.realtime.connections == 1 and not [r for r in fake_openai.requests if "speech" in r.path]
     assert "what time is it in Tokyo" in user_text(responses(fake_openai)[0])
 
 

@@ -13,8 +13,10 @@ discord.py (there is no per-client option). They are set when the adapter is bui
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import discord
@@ -36,7 +38,7 @@ from adapters.discord.throttle import ChannelThrottle
 from bot.errors import StartupError
 from bot.gateway import Gateway
 from bot.replies import TextReply
-from bot.types import IncomingMessage, ThreadKey
+from bot.types import IncomingMessage, ThreadKey, TurnKind
 
 log = logging.getLogger("threadline.discord")
 
@@ -55,6 +57,15 @@ def _already_open(channel: discord.abc.Messageable) -> Opener:
     return opened
 
 
+def _content(message: discord.Message) -> str:
+    """The message's text; discord.py keeps whatever the payload held (a null content stays None)."""
+    return message.content if isinstance(message.content, str) else ""
+
+
+def _mentions(message: discord.Message) -> list[discord.User | discord.Member]:
+    return list(getattr(message, "mentions", ()))
+
+
 def _attachment_info(att: discord.Attachment) -> convert.AttachmentInfo:
     return convert.AttachmentInfo(
         filename=att.filename,
@@ -64,6 +75,29 @@ def _attachment_info(att: discord.Attachment) -> convert.AttachmentInfo:
         duration_secs=att.duration,
         read=att.read,
     )
+
+
+def _guard_parsers(client: discord.Client) -> None:
+    """discord.py parses gateway events unguarded: one payload it cannot read (a field missing or of another type)
+    raises out of its gateway loop and ends the connection for good, and with it the bot. Each parser is wrapped so
+    such an event is dropped with one log line instead. (``parsers`` is discord.py's event → parser table, read by
+    its websocket at every connect; it is filled in when the client is made.)"""
+    parsers: dict[str, Callable[[Any], None]] | None = getattr(client._connection, "parsers", None)
+    if not isinstance(parsers, dict):
+        log.warning("discord.py has no parser table to guard; a malformed gateway event could end the connection")
+        return
+    for event, parse in list(parsers.items()):
+        parsers[event] = _guarded(event, parse)
+
+
+def _guarded(event: str, parse: Callable[[Any], None]) -> Callable[[Any], None]:
+    def parse_or_drop(data: Any) -> None:
+        try:
+            parse(data)
+        except Exception as exc:
+            log.warning("dropped a Discord %s event that discord.py could not read (%s)", event, type(exc).__name__)
+
+    return parse_or_drop
 
 
 class DiscordAdapter:
@@ -77,6 +111,7 @@ class DiscordAdapter:
                 raise StartupError(f"DISCORD_COMMAND_GUILDS must list numeric guild ids, not {guild_id!r}")
         configure_endpoints(self.settings)
         self.client = make_client(self.settings)
+        _guard_parsers(self.client)
         self.throttle = ChannelThrottle(
             self.settings.discord_channel_max_writes, self.settings.discord_channel_window_secs
         )
@@ -170,7 +205,11 @@ class DiscordAdapter:
         me = self.client.user
         if self._closing or me is None or message.type not in ANSWERED_TYPES:
             return
-        if message.author.bot or message.author.id == me.id:
+        author = getattr(message, "author", None)  # discord.py leaves fields unset that the payload lacked
+        if author is None:
+            log.debug("ignored Discord message %s: it has no author", message.id)
+            return
+        if author.bot or author.id == me.id:
             return
         channel = message.channel
         guild = message.guild
@@ -179,8 +218,8 @@ class DiscordAdapter:
             return
         role = guild.self_role
         mentioned = convert.mentions_bot(
-            user_ids=(u.id for u in message.mentions),
-            role_ids=message.raw_role_mentions,
+            user_ids=(u.id for u in _mentions(message)),
+            role_ids=convert.role_mention_ids(_content(message)),
             bot_id=me.id,
             bot_role_id=role.id if role else None,
         )
@@ -217,14 +256,18 @@ class DiscordAdapter:
 
     def _text_of(self, message: discord.Message) -> str:
         me = self.client.user
-        role = message.guild.self_role if message.guild else None
+        guild = message.guild
+        role = guild.self_role if guild else None
+        content = _content(message)
+        # discord.py's content-derived mention properties would raise on a null content; these read the ids here.
+        channels = (guild.get_channel_or_thread(cid) for cid in convert.channel_mention_ids(content)) if guild else ()
         return convert.clean_text(
-            message.content,
+            content,
             bot_id=me.id if me else 0,
             bot_role_id=role.id if role else None,
-            user_names={u.id: u.display_name for u in message.mentions},
-            role_names={r.id: r.name for r in message.role_mentions},
-            channel_names={c.id: getattr(c, "name", "channel") for c in message.channel_mentions},
+            user_names={u.id: convert.text_or(u.display_name, "someone") for u in _mentions(message)},
+            role_names={r.id: convert.text_or(r.name, "role") for r in getattr(message, "role_mentions", ())},
+            channel_names={c.id: convert.text_or(getattr(c, "name", None), "channel") for c in channels if c},
         )
 
     def _thread_opener(self, source: discord.Message, name: str) -> Opener:
@@ -360,6 +403,22 @@ class DiscordAdapter:
     async def ask(self, interaction: discord.Interaction, prompt: str, file: discord.Attachment | None) -> None:
         """``/ask``: the question is echoed publicly; in a channel a thread is opened from that echo and the
         answer streams there (like a mention); in a thread or DM the answer streams right below it."""
+        await self._slash_turn(interaction, prompt, file, echo="asked")
+
+    async def imagine(self, interaction: discord.Interaction, prompt: str, size: str, quality: str) -> None:
+        """``/imagine``: like ``/ask``, but the prompt is drawn (and follow-ups in the thread can edit it)."""
+        options = {"kind": TurnKind.IMAGINE, "image_size": size, "image_quality": quality}
+        await self._slash_turn(interaction, prompt, None, echo="asked me to draw", options=options)
+
+    async def _slash_turn(
+        self,
+        interaction: discord.Interaction,
+        prompt: str,
+        file: discord.Attachment | None,
+        *,
+        echo: str,
+        options: dict[str, Any] | None = None,
+    ) -> None:
         channel = interaction.channel
         key = self._interaction_key(interaction)
         guild_id = interaction.guild_id
@@ -375,8 +434,8 @@ class DiscordAdapter:
         if denied:
             await interaction.response.send_message(denied, ephemeral=True)
             return
-        echo = f"**{user.display_name}** asked: {prompt}"
-        callback = await interaction.response.send_message(echo[:MESSAGE_LIMIT])
+        shown = f"**{user.display_name}** {echo}: {prompt}"
+        callback = await interaction.response.send_message(shown[:MESSAGE_LIMIT])
         echoed = callback.resource
         if not isinstance(echoed, discord.Message):
             echoed = await interaction.original_response()
@@ -399,6 +458,8 @@ class DiscordAdapter:
             is_dm=guild_id is None,
             max_bytes=self.gateway.max_attachment_bytes,
         )
+        if options:
+            incoming = dataclasses.replace(incoming, **options)
         await self._submit(incoming, self._reply(open_channel))
 
 

@@ -1,4 +1,4 @@
-"""Slash commands: ``/ask`` runs a turn; ``/reset``, ``/model`` and ``/usage`` are the shared commands.
+"""Slash commands: ``/ask`` and ``/imagine`` run a turn; ``/reset``, ``/model`` and ``/usage`` are the shared commands.
 
 Registered per guild when ``DISCORD_COMMAND_GUILDS`` lists guild ids (updates are instant), else globally.
 """
@@ -11,6 +11,8 @@ from typing import Protocol
 import discord
 from discord import app_commands
 
+from bot.imaging import QUALITIES, SIZES
+
 log = logging.getLogger("threadline.discord")
 
 
@@ -18,6 +20,8 @@ class SlashHandler(Protocol):
     async def ask(self, interaction: discord.Interaction, prompt: str, file: discord.Attachment | None) -> None: ...
 
     async def command(self, interaction: discord.Interaction, line: str) -> None: ...
+
+    async def imagine(self, interaction: discord.Interaction, prompt: str, size: str, quality: str) -> None: ...
 
 
 def build_command_tree(client: discord.Client, handler: SlashHandler) -> app_commands.CommandTree[discord.Client]:
@@ -28,6 +32,20 @@ def build_command_tree(client: discord.Client, handler: SlashHandler) -> app_com
     async def ask(interaction: discord.Interaction, prompt: str, file: discord.Attachment | None = None) -> None:
         await handler.ask(interaction, prompt, file)
 
+    @tree.command(name="imagine", description="Draw an image; reply in its thread to change it")
+    @app_commands.describe(prompt="What to draw", size="Width × height", quality="Higher takes longer")
+    @app_commands.choices(
+        size=[app_commands.Choice(name=s, value=s) for s in SIZES],
+        quality=[app_commands.Choice(name=q, value=q) for q in QUALITIES],
+    )
+    async def imagine(
+        interaction: discord.Interaction,
+        prompt: str,
+        size: app_commands.Choice[str] | None = None,
+        quality: app_commands.Choice[str] | None = None,
+    ) -> None:
+        await handler.imagine(interaction, prompt, size.value if size else "auto", quality.value if quality else "auto")
+
     @tree.command(name="reset", description="Start a fresh conversation in this thread or DM")
     async def reset(interaction: discord.Interaction) -> None:
         await handler.command(interaction, "reset")
@@ -36,6 +54,12 @@ def build_command_tree(client: discord.Client, handler: SlashHandler) -> app_com
     @app_commands.describe(name="A model id to use in this channel from now on")
     async def model(interaction: discord.Interaction, name: str | None = None) -> None:
         await handler.command(interaction, f"model {name or ''}".strip())
+
+    @tree.command(name="voice", description="Spoken replies in this thread: on, off, or show the setting")
+    @app_commands.describe(state="on or off; leave empty to see the current setting")
+    @app_commands.choices(state=[app_commands.Choice(name=s, value=s) for s in ("on", "off")])
+    async def voice(interaction: discord.Interaction, state: app_commands.Choice[str] | None = None) -> None:
+        await handler.command(interaction, f"voice {state.value if state else ''}".strip())
 
     @tree.command(name="usage", description="Your token usage this month")
     async def usage(interaction: discord.Interaction) -> None:

@@ -16,7 +16,7 @@ from bot.types import Attachment, IncomingMessage, ThreadKey, kind_for_mime
 
 PLATFORM = "discord"
 DM_WORKSPACE = "dm"
-TEXT_COMMANDS = frozenset({"reset", "model", "usage", "help"})
+TEXT_COMMANDS = frozenset({"reset", "model", "usage", "help", "voice"})
 THREAD_NAME_WORDS = 8
 THREAD_NAME_CHARS = 90  # Discord allows 100
 
@@ -41,6 +41,21 @@ def message_dedupe_key(message_id: int) -> str:
 
 def interaction_dedupe_key(interaction_id: int) -> str:
     return f"discord:interaction:{interaction_id}"
+
+
+def text_or(value: object, fallback: str) -> str:
+    """A name or text field as a non-empty string; discord.py passes payload values through unchecked."""
+    return value if isinstance(value, str) and value else fallback
+
+
+def role_mention_ids(content: str) -> list[int]:
+    """Role ids mentioned in the text (``<@&id>``)."""
+    return [int(m) for m in _ROLE_MENTION.findall(content)]
+
+
+def channel_mention_ids(content: str) -> list[int]:
+    """Channel ids mentioned in the text (``<#id>``)."""
+    return [int(m) for m in _CHANNEL_MENTION.findall(content)]
 
 
 def mentions_bot(

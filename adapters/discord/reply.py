@@ -18,6 +18,7 @@ import discord
 
 from adapters.discord.throttle import ChannelThrottle
 from adapters.discord.voice import VoiceMessageError, send_voice_message
+from bot.audio_encode import AudioFormat
 from bot.text_split import split_message
 from bot.types import OutgoingFile, PartKind
 
@@ -50,6 +51,8 @@ class _Posted:
 
 
 class DiscordReply:
+    audio_format = AudioFormat.OGG_OPUS  # a native voice message needs Ogg/Opus
+
     def __init__(
         self,
         *,
@@ -105,6 +108,10 @@ class DiscordReply:
         if part.kind is PartKind.AUDIO and await self._send_voice(channel, part):
             return
         await self._send(channel, file=discord.File(io.BytesIO(part.data), filename=part.filename))
+
+    async def preview(self, part: OutgoingFile) -> None:
+        """Discord shows the finished image only: a preview would cost a write of the channel's few per 5 s."""
+        await self.set_status("drawing…")
 
     async def set_status(self, status: str) -> None:
         channel = await self._channel()

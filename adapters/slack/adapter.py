@@ -33,22 +33,25 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack.convert import (
     SLASH_RESET_HELP,
     BotIdentity,
+    Ignored,
     SlackMessage,
+    SlashCommand,
     assistant_thread,
     missing_scopes,
-    parse_message,
+    parse_event,
     parse_slash_command,
     should_answer,
     suggested_prompts,
     thread_title,
 )
 from adapters.slack.files import SlackFiles
+from adapters.slack.http_guard import RequestGuard
 from adapters.slack.settings import SlackSettings
 from adapters.slack.stream import ReplyTarget, SlackReply, StreamOptions
 from bot.errors import StartupError
 from bot.gateway import Gateway
 from bot.replies import TextReply
-from bot.types import IncomingMessage, OutgoingFile
+from bot.types import IncomingMessage, OutgoingFile, ThreadKey, TurnKind
 
 log = logging.getLogger("threadline.slack")
 
@@ -104,6 +107,9 @@ class SlackAdapter:
         self.app.event("assistant_thread_started")(self._on_assistant_thread_started)
         self.app.event("assistant_thread_context_changed")(self._ignore)
         self.app.command("/threadline")(self._on_command)
+        self.guard = RequestGuard(path=EVENTS_PATH, signing_secret=_secret(settings.slack_signing_secret), logger=log)
+        if self.http_mode:
+            self.app.error(self.guard.bolt_error)
         self._options = StreamOptions.from_settings(settings)
         self.identity: BotIdentity | None = None
         self.http_port: int | None = None
@@ -137,6 +143,7 @@ class SlackAdapter:
             await socket.close_async()
         if runner is not None:
             await runner.cleanup()
+        self.guard.close()
 
     async def _authenticate(self) -> BotIdentity:
         try:
@@ -183,7 +190,9 @@ class SlackAdapter:
 
     async def _serve_http(self) -> None:
         port = self.settings.slack_http_port or 0
-        runner = web.AppRunner(self.app.web_app(path=EVENTS_PATH, port=port), access_log=None)
+        web_app = self.app.web_app(path=EVENTS_PATH, port=port)
+        self.guard.install(web_app)  # malformed bodies get 400 before bolt sees them; bounded rejection logs
+        runner = web.AppRunner(web_app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.settings.slack_http_host, port)
         try:
@@ -207,8 +216,11 @@ class SlackAdapter:
 
     async def _on_event(self, body: dict[str, Any], event_type: str) -> None:
         identity = self.identity
-        message = parse_message(body, identity) if identity is not None else None
-        if message is None:
+        if identity is None:
+            return
+        message = parse_event(body, identity)
+        if isinstance(message, Ignored):  # edits and deletions too: an answer in progress just goes on
+            log.debug("ignored a Slack %s event: %s", event_type, message.reason)
             return
         try:
             await self._handle(message, event_type)
@@ -228,8 +240,8 @@ class SlackAdapter:
             message, event_type=event_type, thread_owned=owned, require_mention=self.settings.slack_require_mention
         ):
             return
-        if message.is_reset:
-            await self._reset(message)
+        if message.thread_command:
+            await self._thread_command(message, message.thread_command)
             return
         files = await self.files.resolve(message.files)
         incoming = IncomingMessage(
@@ -244,8 +256,49 @@ class SlackAdapter:
         if submission.accepted and message.is_dm and not owned:
             await self._set_title(message)
 
+    async def _imagine(self, ack: Any, command: SlashCommand) -> None:
+        """``/threadline imagine PROMPT``: slash commands can't run in threads, so the request is posted in the
+        channel and the image is drawn in that post's thread (follow-ups there edit it)."""
+        prompt = command.argument
+        probe = IncomingMessage(key=command.key, user_id=command.user, text=prompt, is_dm=command.is_dm)
+        refusal = self.gateway.refusal(probe)
+        if refusal or not prompt:
+            await ack(
+                text=refusal or "Tell me what to draw: `/threadline imagine a red bicycle`.", response_type="ephemeral"
+            )
+            return
+        await ack()
+        root = await self.client.chat_postMessage(
+            channel=command.channel, markdown_text=f"<@{command.user}> asked me to draw: {prompt}"
+        )
+        root_ts = str(root.get("ts") or "")
+        incoming = IncomingMessage(
+            key=ThreadKey(command.key.platform, command.team_id, command.channel, root_ts),
+            user_id=command.user,
+            text=prompt,
+            is_dm=command.is_dm,
+            kind=TurnKind.IMAGINE,
+            dedupe_keys=(f"slack:command:{command.trigger_id}",) if command.trigger_id else (),
+        )
+        target = ReplyTarget(
+            channel=command.channel,
+            thread_ts=root_ts,
+            recipient_user_id=command.user,
+            recipient_team_id=command.team_id,
+        )
+        await self.gateway.submit(incoming, self._reply_to(target, is_dm=command.is_dm))
+
     def _reply_for(self, message: SlackMessage) -> SlackReply:
-        channel, thread_ts = message.channel, message.root_ts
+        target = ReplyTarget(
+            channel=message.channel,
+            thread_ts=message.root_ts,
+            recipient_user_id=message.user,
+            recipient_team_id=message.user_team,
+        )
+        return self._reply_to(target, is_dm=message.is_dm)
+
+    def _reply_to(self, target: ReplyTarget, *, is_dm: bool) -> SlackReply:
+        channel, thread_ts = target.channel, target.thread_ts
 
         async def upload(part: OutgoingFile) -> bool:
             return await self.files.upload(channel=channel, thread_ts=thread_ts, part=part)
@@ -254,26 +307,21 @@ class SlackAdapter:
         # plain ones, so a refusal there says nothing about the next thread.
         return SlackReply(
             client=self.client,
-            target=ReplyTarget(
-                channel=channel,
-                thread_ts=thread_ts,
-                recipient_user_id=message.user,
-                recipient_team_id=message.user_team,
-            ),
+            target=target,
             options=self._options,
             upload=upload,
-            status_enabled=message.is_dm or channel not in self._no_status_channels,
-            on_status_unavailable=None if message.is_dm else self._no_status_channels.add,
+            status_enabled=is_dm or channel not in self._no_status_channels,
+            on_status_unavailable=None if is_dm else self._no_status_channels.add,
         )
 
-    async def _reset(self, message: SlackMessage) -> None:
-        """``reset`` as the whole text of a message in a thread: the next message there starts afresh."""
+    async def _thread_command(self, message: SlackMessage, line: str) -> None:
+        """``reset`` or ``voice on|off`` as the whole text of a message in a thread: it applies to that thread."""
 
         async def post(text: str) -> None:
             await self.client.chat_postMessage(channel=message.channel, thread_ts=message.root_ts, markdown_text=text)
 
         await self.gateway.command(
-            "reset",
+            line,
             key=message.key,
             user=message.user,
             is_dm=message.is_dm,
@@ -304,6 +352,9 @@ class SlackAdapter:
 
     async def _on_command(self, ack: Any, body: dict[str, Any]) -> None:
         command = parse_slash_command(body)
+        if command.name == "imagine":
+            await self._imagine(ack, command)
+            return
         if command.name == "reset":
             text = SLASH_RESET_HELP
         else:

@@ -6,6 +6,7 @@ DM) is the root of the thread the bot answers in; replies carry ``thread_ts`` of
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -40,9 +41,10 @@ FILES_READ_MISSING = (
     "reinstall it."
 )
 
-RESET_WORDS = frozenset({"reset"})
+THREAD_COMMANDS = frozenset({"reset", "voice on", "voice off"})
 
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # Slack ids and timestamps; never ":" (thread keys split on it)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 TITLE_LIMIT = 80
 PROMPT_TITLE_LIMIT = 40
@@ -113,22 +115,46 @@ class SlackMessage:
 
     @property
     def is_reset(self) -> bool:
-        return not self.files and self.text.strip().lower() in RESET_WORDS
+        return self.thread_command == "reset"
+
+    @property
+    def thread_command(self) -> str | None:
+        """A shared command typed as the whole text of a message in a thread (slash commands can't run there):
+        ``reset``, ``voice on``, ``voice off``."""
+        line = " ".join(self.text.strip().lower().split())
+        return line if not self.files and line in THREAD_COMMANDS else None
+
+
+def _text(value: Any) -> str:
+    """A text field, or "" when the payload holds anything else there."""
+    return value if isinstance(value, str) else ""
+
+
+def _id(value: Any) -> str:
+    """An id or a ts (``C0GENERAL``, ``1700000001.000100``), or "" for anything else: ids end up in thread keys."""
+    return value if isinstance(value, str) and _ID.fullmatch(value) else ""
+
+
+def _number(value: Any) -> float | None:
+    """A finite JSON number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def file_from_payload(raw: dict[str, Any]) -> SlackFile:
-    size = raw.get("size")
-    duration_ms = raw.get("duration_ms")
+    size = _number(raw.get("size"))
+    duration_ms = _number(raw.get("duration_ms"))
     return SlackFile(
-        id=str(raw.get("id") or ""),
-        name=str(raw.get("name") or raw.get("title") or raw.get("id") or "file"),
-        mimetype=str(raw.get("mimetype") or "application/octet-stream"),
-        size=int(size) if isinstance(size, int | float) else None,
-        url=str(raw.get("url_private_download") or raw.get("url_private") or ""),
+        id=_text(raw.get("id")),
+        name=_text(raw.get("name")) or _text(raw.get("title")) or _text(raw.get("id")) or "file",
+        mimetype=_text(raw.get("mimetype")) or "application/octet-stream",
+        size=int(size) if size is not None and size >= 0 else None,
+        url=_text(raw.get("url_private_download")) or _text(raw.get("url_private")),
         needs_info=raw.get("file_access") == "check_file_info",
-        external=bool(raw.get("is_external")),
+        external=raw.get("is_external") is True,
         voice=raw.get("subtype") == "slack_audio",
-        duration_secs=duration_ms / 1000 if isinstance(duration_ms, int | float) else None,
+        duration_secs=duration_ms / 1000 if duration_ms is not None else None,
     )
 
 
@@ -146,36 +172,57 @@ def _strip_mentions(text: str, bot_user_id: str) -> tuple[str, bool]:
     return re.sub(r"[ \t]{2,}", " ", cleaned).strip(), found
 
 
-def parse_message(body: dict[str, Any], bot: BotIdentity) -> SlackMessage | None:
-    """The person's message in an event callback, or None when it must be dropped early: bot messages, the
-    bot's own posts, edits, deletions and every other non-user subtype (``file_share`` is kept)."""
-    event = body.get("event") or {}
-    if event.get("type") not in {"app_mention", "message"}:
-        return None
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """An event that is not a person's message for the bot, and why (for a debug line; never payload text)."""
+
+    reason: str
+
+
+def parse_event(body: Any, bot: BotIdentity) -> SlackMessage | Ignored:
+    """The person's message in an event callback, or why it is dropped early: bot messages, the bot's own posts,
+    edits, deletions and every other non-user subtype (``file_share`` is kept), and anything malformed. Total: any
+    JSON at all gives one of the two."""
+    event = body.get("event") if isinstance(body, dict) else None
+    if not isinstance(event, dict):
+        return Ignored("no event object")
+    kind = event.get("type")
+    if kind not in ("app_mention", "message"):
+        return Ignored("not a message event")
     subtype = event.get("subtype")
-    if subtype is not None and subtype not in USER_SUBTYPES:
-        return None
-    user = event.get("user")
-    if not user or event.get("bot_id") or event.get("bot_profile") or user == bot.user_id or event.get("hidden"):
-        return None
-    channel, ts = event.get("channel"), event.get("ts")
+    if subtype is not None and not (isinstance(subtype, str) and subtype in USER_SUBTYPES):
+        return Ignored("a subtype that is not a person talking (edit, deletion, join, bot post…)")
+    user = _id(event.get("user"))
+    if not user:
+        return Ignored("no user")
+    if event.get("bot_id") or event.get("bot_profile") or user == bot.user_id or event.get("hidden"):
+        return Ignored("a bot's post, or a hidden one")
+    channel, ts = _id(event.get("channel")), _id(event.get("ts"))
     if not channel or not ts:
-        return None
-    text, mentioned = _strip_mentions(str(event.get("text") or ""), bot.user_id)
+        return Ignored("no channel or ts")
+    files = event.get("files")
+    text, mentioned = _strip_mentions(_text(event.get("text")), bot.user_id)
+    team_id = _id(body.get("team_id")) or bot.team_id
     return SlackMessage(
         # The workspace the app is installed in (in Slack Connect, event["team"] can be the sender's).
-        team_id=str(body.get("team_id") or bot.team_id),
-        channel=str(channel),
-        user=str(user),
+        team_id=team_id,
+        channel=channel,
+        user=user,
         text=text,
-        ts=str(ts),
-        thread_ts=str(event["thread_ts"]) if event.get("thread_ts") else None,
-        is_dm=event.get("channel_type") == "im" or str(channel).startswith("D"),
-        mentions_bot=mentioned or event.get("type") == "app_mention",
-        files=tuple(file_from_payload(f) for f in event.get("files") or () if isinstance(f, dict)),
-        event_id=str(body.get("event_id") or ""),
-        user_team=str(event.get("user_team") or event.get("team") or body.get("team_id") or bot.team_id),
+        ts=ts,
+        thread_ts=_id(event.get("thread_ts")) or None,
+        is_dm=event.get("channel_type") == "im" or channel.startswith("D"),
+        mentions_bot=mentioned or kind == "app_mention",
+        files=tuple(file_from_payload(f) for f in files if isinstance(f, dict)) if isinstance(files, list) else (),
+        event_id=_id(body.get("event_id")),
+        user_team=_id(event.get("user_team")) or _id(event.get("team")) or team_id,
     )
+
+
+def parse_message(body: Any, bot: BotIdentity) -> SlackMessage | None:
+    """``parse_event`` for callers that need no reason: the message, or None."""
+    parsed = parse_event(body, bot)
+    return parsed if isinstance(parsed, SlackMessage) else None
 
 
 def should_answer(message: SlackMessage, *, event_type: str, thread_owned: bool, require_mention: bool) -> bool:
@@ -245,9 +292,12 @@ def suggested_prompts(prompts: Iterable[str]) -> list[dict[str, str]]:
 
 def assistant_thread(body: dict[str, Any]) -> tuple[str, str] | None:
     """(channel id, thread ts) of an ``assistant_thread_started`` event."""
-    thread = (body.get("event") or {}).get("assistant_thread") or {}
-    channel, ts = thread.get("channel_id"), thread.get("thread_ts")
-    return (str(channel), str(ts)) if channel and ts else None
+    event = body.get("event") if isinstance(body, dict) else None
+    thread = event.get("assistant_thread") if isinstance(event, dict) else None
+    if not isinstance(thread, dict):
+        return None
+    channel, ts = _id(thread.get("channel_id")), _id(thread.get("thread_ts"))
+    return (channel, ts) if channel and ts else None
 
 
 def missing_scopes(granted_header: str | None) -> list[str]:
@@ -263,6 +313,12 @@ class SlashCommand:
     user: str
     text: str
     is_dm: bool
+    trigger_id: str = ""
+
+    @property
+    def argument(self) -> str:
+        """What follows the command's name (``imagine a red bicycle`` → ``a red bicycle``)."""
+        return self.text.strip().partition(" ")[2].strip()
 
     @property
     def key(self) -> ThreadKey:
@@ -276,13 +332,14 @@ class SlashCommand:
 
 
 def parse_slash_command(body: dict[str, Any]) -> SlashCommand:
-    channel = str(body.get("channel_id") or "")
+    channel = _id(body.get("channel_id"))
     return SlashCommand(
-        team_id=str(body.get("team_id") or ""),
+        team_id=_id(body.get("team_id")),
         channel=channel,
-        user=str(body.get("user_id") or ""),
-        text=str(body.get("text") or ""),
+        user=_id(body.get("user_id")),
+        text=_text(body.get("text")),
         is_dm=channel.startswith("D") or body.get("channel_name") == "directmessage",
+        trigger_id=_text(body.get("trigger_id")),
     )
 
 

@@ -24,6 +24,7 @@ from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.settings import SlackSettings
+from bot.audio_encode import AudioFormat
 from bot.text_split import split_message
 from bot.types import OutgoingFile
 
@@ -106,6 +107,8 @@ def status_line(status: str) -> str:
 class SlackReply:
     """The ReplyStream of one Slack message. Text API calls run under one lock, in order."""
 
+    audio_format = AudioFormat.M4A  # plays inline in Slack on desktop and mobile
+
     def __init__(
         self,
         *,
@@ -155,6 +158,10 @@ class SlackReply:
                 self._mark_new_message()
         if not uploaded:
             await self.append(f"_(I made {part.filename} but Slack would not take the upload.)_\n\n")
+
+    async def preview(self, part: OutgoingFile) -> None:
+        """Slack files can't be replaced in place, so a preview is a status line; the final image is uploaded."""
+        await self.set_status("drawing… (a first sketch is ready)")
 
     async def set_status(self, status: str) -> None:
         if not self._status_enabled or status == self._status or self._closed:

@@ -31,6 +31,7 @@ from aiohttp import web
 from PIL import Image, UnidentifiedImageError
 
 from tests.fakes import media, spec
+from tests.fakes.realtime import FakeRealtime
 
 log = logging.getLogger("threadline.fake_openai")
 
@@ -39,9 +40,30 @@ DEFAULT_MODELS = (
     "gpt-6-luna",
     "gpt-6.2-astra",
     "gpt-transcribe",
-    "gpt-4o-mini-tts",
+    "gpt-realtime-2.1-mini",
     "gpt-image-2.6-sunburst",
+    # still listed, with a shutdown date (design §2)
+    "gpt-4o-mini-tts",
+    "tts-1",
+    "tts-1-hd",
+    "whisper-1",
+    "gpt-4o-transcribe",
+    "gpt-4o-mini-transcribe",
+    "gpt-image-1.5",
+    "gpt-image-1-mini",
+    "chatgpt-image-latest",
+    "gpt-5",
+    "gpt-5-mini",
+    "gpt-5-nano",
+    "o3",
 )
+# model id → ``shutdown_date`` as GET /v1/models sends it: an ISO date string (spec: string, format date)
+DEFAULT_SHUTDOWNS: Mapping[str, str | int] = {
+    **dict.fromkeys(("gpt-4o-mini-tts", "tts-1", "tts-1-hd"), "2027-01-06"),
+    **dict.fromkeys(("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"), "2027-02-26"),
+    **dict.fromkeys(("gpt-image-1.5", "gpt-image-1-mini", "chatgpt-image-latest"), "2026-12-01"),
+    **dict.fromkeys(("gpt-5", "gpt-5-mini", "gpt-5-nano", "o3"), "2026-12-11"),
+}
 DEFAULT_TRANSCRIPT = "this is a voice note"
 MAX_BODY_BYTES = 100 * 1024 * 1024
 SPEECH_MIME = {
@@ -501,6 +523,61 @@ def encode_image(image: Image.Image, fmt: str) -> str:
     return base64.b64encode(out.getvalue()).decode()
 
 
+def image_stream_events(body: Mapping[str, Any], final: Image.Image) -> Iterator[dict[str, Any]]:
+    """The events of a streamed ``POST /v1/images/generations``: partial_image × ``partial_images``, then
+    completed. Partial k of N is the final picture blended (k+1)/(N+1) of the way from grey."""
+    fmt = body.get("output_format") or "png"
+    count = body.get("partial_images") or 0
+    size = body.get("size") if body.get("size") not in {None, "auto"} else "{}x{}".format(*final.size)
+    common = {
+        "created_at": int(time.time()),
+        "size": size,
+        "quality": body.get("quality") or "auto",
+        "background": body.get("background") or "auto",
+        "output_format": fmt,
+    }
+    grey = Image.new("RGB", final.size, (128, 128, 128))
+    for index in range(count):
+        partial = Image.blend(grey, final.convert("RGB"), (index + 1) / (count + 1))
+        b64 = encode_image(partial, fmt)
+        yield {"type": "image_generation.partial_image", "b64_json": b64, "partial_image_index": index, **common}
+    text_tokens = rough_tokens([body.get("prompt") or ""])
+    usage = {
+        "input_tokens": text_tokens,
+        "input_tokens_details": {"image_tokens": 0, "text_tokens": text_tokens},
+        "output_tokens": 272,
+        "total_tokens": text_tokens + 272,
+    }
+    yield {"type": "image_generation.completed", "b64_json": encode_image(final, fmt), "usage": usage, **common}
+
+
+def _open_image(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def mask_problem(upload: Any, size: tuple[int, int]) -> tuple[str, str] | None:
+    """(code, message) when an edit's ``mask`` is unusable, as the real API checks it: a PNG, with an alpha
+    channel (its transparent pixels mark what to edit), the size of the first image."""
+    if not isinstance(upload, FormFile):
+        return "invalid_image", "Invalid mask image: 'mask' must be a PNG file upload."
+    try:
+        mask = _open_image(upload.data)
+    except (UnidentifiedImageError, OSError) as exc:
+        return "invalid_image", f"Invalid mask image: the file could not be read as a PNG ({exc})."
+    if mask.format != "PNG":
+        return "invalid_mask_format", f"Invalid mask image format - mask must be a PNG, got {mask.format}."
+    if mask.mode not in {"RGBA", "LA", "PA"} and "transparency" not in mask.info:
+        message = f"Invalid mask image format - mask must have an alpha channel (RGBA or LA), got mode {mask.mode}."
+        return "invalid_mask_format", message
+    if mask.size != size:
+        (mw, mh), (iw, ih) = mask.size, size
+        message = f"Invalid mask image format - mask size {mw}x{mh} does not match image size {iw}x{ih}."
+        return "invalid_mask_format", message
+    return None
+
+
 # --- the server -----------------------------------------------------------------------------------
 
 
@@ -513,12 +590,15 @@ class FakeOpenAI:
         host: str = "127.0.0.1",
         port: int = 0,
         models: list[str] | None = None,
+        shutdowns: Mapping[str, str | int] | None = None,
         transcript: str = DEFAULT_TRANSCRIPT,
         valid_keys: set[str] | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.models: list[str] = list(models or DEFAULT_MODELS)
+        self.shutdowns: dict[str, str | int] = dict(DEFAULT_SHUTDOWNS if shutdowns is None else shutdowns)
+        """Model id → ``shutdown_date`` served for it (a str as the real API sends; an int to test odd values)."""
         self.transcript = transcript
         self.valid_keys = valid_keys
         """None accepts any non-empty key; a set accepts only those keys (others get 401)."""
@@ -530,6 +610,8 @@ class FakeOpenAI:
         self._script: deque[Reply] = deque()
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
+        self.realtime = FakeRealtime(valid_keys=valid_keys)
+        """The Realtime API's WebSocket at ``/v1/realtime`` (spoken replies)."""
 
     # lifecycle
 
@@ -586,6 +668,7 @@ class FakeOpenAI:
             ("POST", "/conversations/{conversation_id}", self._update_conversation),
             ("DELETE", "/conversations/{conversation_id}", self._delete_conversation),
             ("GET", "/conversations/{conversation_id}/items", self._list_items),
+            ("POST", "/conversations/{conversation_id}/items", self._add_items),
             ("POST", "/responses", self._responses),
             ("POST", "/files", self._upload_file),
             ("GET", "/files/{file_id}", self._get_file),
@@ -598,6 +681,7 @@ class FakeOpenAI:
         ]
         for method, path, handler in routes:
             router.add_route(method, "/v1" + path, handler)
+        router.add_get("/v1/realtime", self.realtime.handle)
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -669,14 +753,14 @@ class FakeOpenAI:
     # models
 
     async def _list_models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [_model(m) for m in self.models]})
+        return web.json_response({"object": "list", "data": [_model(m, self.shutdowns.get(m)) for m in self.models]})
 
     async def _get_model(self, request: web.Request) -> web.Response:
         model = request.match_info["model"]
         if model not in self.models:
             message = f"The model '{model}' does not exist or you do not have access to it."
             return error_response(404, message, code="model_not_found")
-        return web.json_response(_model(model))
+        return web.json_response(_model(model, self.shutdowns.get(model)))
 
     # conversations
 
@@ -717,6 +801,32 @@ class FakeOpenAI:
         first, last = (items[0].get("id"), items[-1].get("id")) if items else (None, None)
         page = {"object": "list", "data": items, "first_id": first, "last_id": last, "has_more": False}
         return web.json_response(page)
+
+    async def _add_items(self, request: web.Request) -> web.Response:
+        """``conversations.items.create``: each item is checked against the spec's ``InputItem``, at most 20."""
+        conv = self.conversations.get(request.match_info["conversation_id"])
+        if conv is None:
+            return conversation_not_found(request.match_info["conversation_id"])
+        body = request[RECORDED].json
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not 1 <= len(items) <= 20:
+            return self._bad_body(request, "InputItem", spec.Problem("$.items", "1 to 20 items are required"))
+        for index, item in enumerate(items):
+            problems = spec.validator().check("InputItem", item)
+            if problems:
+                moved = [spec.Problem(f"$.items[{index}]{p.param[1:]}", p.message, p.code) for p in problems]
+                return self._bad_body(request, "InputItem", *moved)
+        added = input_items(items)
+        conv.items.extend(added)
+        return web.json_response(
+            {
+                "object": "list",
+                "data": added,
+                "first_id": added[0].get("id"),
+                "last_id": added[-1].get("id"),
+                "has_more": False,
+            }
+        )
 
     # responses
 
@@ -853,11 +963,26 @@ class FakeOpenAI:
 
     # images
 
-    async def _generate_image(self, request: web.Request) -> web.Response:
+    async def _generate_image(self, request: web.Request) -> web.StreamResponse:
         body = request[RECORDED].json
         image = Image.new("RGB", image_size(body.get("size")), prompt_color(body.get("prompt", "")))
+        if body.get("stream"):
+            return await self._stream_image(request, body, image)
         b64 = encode_image(image, body.get("output_format") or "png")
         return web.json_response({"created": int(time.time()), "data": [{"b64_json": b64}] * (body.get("n") or 1)})
+
+    async def _stream_image(self, request: web.Request, body: dict[str, Any], final: Image.Image) -> web.StreamResponse:
+        """``stream: true``: ``partial_images`` partial_image events (the picture emerging from grey, same size),
+        then ``image_generation.completed`` with the final picture, as the real API streams them."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        try:
+            for event in image_stream_events(body, final):
+                await response.write(sse(event))
+            await response.write_eof()
+        except ConnectionError:
+            log.info("client went away during an image stream")
+        return response
 
     async def _edit_image(self, request: web.Request) -> web.Response:
         recorded: Recorded = request[RECORDED]
@@ -865,21 +990,33 @@ class FakeOpenAI:
             prompt = recorded.json.get("prompt", "")
             image = Image.new("RGB", (1024, 1024), prompt_color(prompt))
             return web.json_response({"created": int(time.time()), "data": [{"b64_json": encode_image(image, "png")}]})
-        if (first := self._uploaded(request, "image")) is None:
+        if self._uploaded(request, "image") is None:
             return error_response(400, "'image' must be a file upload.", param="image")
-        try:
-            image = Image.open(io.BytesIO(first.data))
-            image.load()
-        except (UnidentifiedImageError, OSError) as exc:
-            message = f"Invalid image file or mode for image 1: {exc}"
-            return error_response(400, message, code="invalid_image_format", param="image")
-        edited = Image.eval(image.convert("RGB"), lambda value: 255 - value)  # visibly changed, same size
+        uploads = recorded.form.get("image")
+        images: list[Image.Image] = []
+        for number, upload in enumerate(uploads if isinstance(uploads, list) else [uploads], start=1):
+            try:
+                if not isinstance(upload, FormFile):
+                    raise OSError("not a file upload")
+                images.append(_open_image(upload.data))
+            except (UnidentifiedImageError, OSError) as exc:
+                message = f"Invalid image file or mode for image {number}: {exc}"
+                return error_response(400, message, code="invalid_image_format", param="image")
+        if "mask" in recorded.form and (problem := mask_problem(recorded.form["mask"], images[0].size)):
+            return error_response(400, problem[1], code=problem[0], param="mask")
+        edited = Image.eval(images[0].convert("RGB"), lambda value: 255 - value)  # visibly changed, same size
         fmt = recorded.form.get("output_format") or "png"
         return web.json_response({"created": int(time.time()), "data": [{"b64_json": encode_image(edited, fmt)}]})
 
 
-def _model(model_id: str) -> dict[str, Any]:
-    return {"id": model_id, "object": "model", "created": 1_760_000_000, "owned_by": "openai"}
+def _model(model_id: str, shutdown_date: str | int | None = None) -> dict[str, Any]:
+    return {
+        "id": model_id,
+        "object": "model",
+        "created": 1_760_000_000,
+        "owned_by": "openai",
+        "shutdown_date": shutdown_date,
+    }
 
 
 def _file_json(stored: StoredFile) -> dict[str, Any]:
