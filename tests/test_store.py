@@ -84,7 +84,7 @@ class Backend:
                 conn.close()
         else:
             async with await psycopg.AsyncConnection.connect(self.target, autocommit=True) as pg:
-                await pg.execute(statement.replace("?", "%s"), params)  # type: ignore[arg-type]
+                await pg.execute(statement.replace("?", "%s"), params)
 
     async def set_schema_version(self, version: int) -> None:
         if self.name == "sqlite":
@@ -102,7 +102,7 @@ class Backend:
         else:
             async with await psycopg.AsyncConnection.connect(self.target, autocommit=True) as pg:
                 for statement in PG_MIGRATIONS[0]:
-                    await pg.execute(statement)  # type: ignore[arg-type]
+                    await pg.execute(statement)
                 await pg.execute("CREATE TABLE schema_version (one boolean PRIMARY KEY, version integer NOT NULL)")
                 await pg.execute("INSERT INTO schema_version VALUES (true, 1)")
         for table, columns, values in V1_ROWS:

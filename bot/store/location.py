@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 _POSTGRES_SCHEMES = {"postgresql", "postgres", "postgresql+psycopg"}
 
@@ -25,14 +25,30 @@ class DatabaseLocation:
 
 
 def redact_url(url: str) -> str:
+    """The URL with its password (in the user part or a ``password=`` parameter) replaced by ``***``."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    netloc = parts.netloc
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        netloc = f"{parts.username or ''}:***@{host}"
+    query = "&".join(
+        f"{name}=***" if name.lower() == "password" else f"{name}={value}" if sep else name
+        for name, sep, value in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def url_password(url: str) -> str | None:
+    """The password a URL carries, for log redaction (user part or ``password=`` parameter)."""
+    parts = urlsplit(url)
+    if parts.password:
+        return unquote(parts.password)
+    for name, _, value in (item.partition("=") for item in parts.query.split("&") if item):
+        if name.lower() == "password" and value:
+            return unquote(value)
+    return None
 
 
 def parse_database(value: str | Path) -> DatabaseLocation:

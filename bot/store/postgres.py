@@ -16,17 +16,16 @@ import select
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias
-from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from bot.store.contract import SCHEMA_VERSION, StoredImage, StoreUnavailable, ThreadRecord, UsageRow, unique
-from bot.store.location import DatabaseLocation
+from bot.store.location import DatabaseLocation, url_password
 from bot.types import ThreadKey
 
 log = logging.getLogger(__name__)
@@ -283,7 +282,7 @@ class PostgresStore:
                 if len(batch) == 1:
                     _settle(batch[0], await self._alone(conn, batch[0]))
                     return
-                batch.sort(key=lambda call: call.order)  # any order is valid: one call per task
+                batch.sort(key=lambda call: call.order)  # calls in flight together: any order is valid
                 try:
                     results = await _together(conn, batch)
                 except psycopg.Error as exc:
@@ -310,14 +309,10 @@ class PostgresStore:
 
     async def _alone(self, conn: Connection, call: _Call) -> Any:
         """One call on its own (autocommit); a deadlock or serialization failure is retried a few times."""
-        for attempt in range(3):
-            try:
-                cur = await conn.execute(call.query, call.params)
-                return await _result(cur, call.fetch)
-            except psycopg.errors.TransactionRollback:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        for _ in range(2):
+            with suppress(psycopg.errors.TransactionRollback):
+                return await _result(await conn.execute(call.query, call.params), call.fetch)
+        return await _result(await conn.execute(call.query, call.params), call.fetch)
 
     async def _one(self, query: str, params: tuple[Any, ...] = (), order: str = "") -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = await self._submit(query, params, "one", order)
@@ -554,8 +549,7 @@ async def _together(conn: Connection, batch: list[_Call]) -> list[Any]:
 
 
 def _password(location: DatabaseLocation) -> str | None:
-    raw = urlsplit(location.url).password
-    return unquote(raw) if raw else None
+    return url_password(location.url)
 
 
 async def _migrate(conn: Connection, where: str) -> None:
