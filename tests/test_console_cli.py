@@ -167,3 +167,36 @@ async def test_a_failed_spoken_reply_keeps_the_text_and_says_so(tmp_path: Path, 
     assert code == 0, err
     assert "threadline> Still here in writing." in out and "couldn't record a voice reply" in out
     assert "[audio saved" not in out and "Traceback" not in out + err
+
+
+async def test_console_imagine_saves_the_image_and_a_follow_up_edits_it(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    stdin = "/imagine a red bicycle\nnow make it blue\n"
+    code, out, err = await _threadline(tmp_path, _env(tmp_path, fake_openai.base_url), "run", stdin=stdin)
+    assert code == 0, err
+    saved = re.findall(r"\[image saved to (\S+)\]", out)
+    assert len(saved) == 2, out
+    drawn, edited = [await asyncio.to_thread(Path(p).read_bytes) for p in saved]
+    (generation,) = [r for r in fake_openai.requests if r.path == "/v1/images/generations"]
+    assert generation.json["prompt"] == "a red bicycle" and generation.json["model"] == "gpt-image-2.6-sunburst"
+    (edit,) = [r for r in fake_openai.requests if r.path == "/v1/images/edits"]
+    assert edit.form["prompt"] == "now make it blue" and edit.form["image"].data == drawn
+    assert edited != drawn and edited[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "preview saved to" in err, "the partial previews were shown too"
+
+
+async def test_console_translates_an_attached_voice_note(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    note = tmp_path / "nota.ogg"
+    note.write_bytes(media.ogg_opus_voice(1.0))
+    fake_openai.transcript = "buenos días a todos"
+    fake_openai.script(Reply(text="Good morning, everyone."))
+    stdin = f"/attach {note}\ntranslate\n"
+    code, out, err = await _threadline(tmp_path, _env(tmp_path, fake_openai.base_url), "run", stdin=stdin)
+    assert code == 0, err
+    assert "threadline> Good morning, everyone." in out
+    (conv,) = fake_openai.conversations.values()
+    (body,) = fake_openai.responses_for(conv.id)
+    texts = [part["text"] for part in body["input"][0]["content"]]
+    assert texts[0] == "[Audio file nota.ogg, transcribed]: buenos días a todos" and "into English" in texts[1]
+    assert not [r for r in fake_openai.requests if "translations" in r.path]

@@ -475,11 +475,13 @@ async def test_slash_commands_register_per_guild_and_ask_reset_model_usage_work(
     await fake_discord.slash("model", [{"name": "name", "type": 3, "value": "gpt-6-luna"}], channel_id=tid)
     await fake_discord.slash("reset", [], channel_id=tid)
     await fake_discord.slash("usage", [], channel_id=tid)
-    await fake_discord.wait_for(lambda: len(fake_discord.interaction_callbacks) == 4, 5, "command answers")
+    await fake_discord.slash("voice", [{"name": "state", "type": 3, "value": "on"}], channel_id=tid)
+    await fake_discord.wait_for(lambda: len(fake_discord.interaction_callbacks) == 5, 5, "command answers")
     answers = [cb["data"]["content"] for cb in fake_discord.interaction_callbacks[1:]]
     assert answers[0] == "This channel now uses `gpt-6-luna` for new turns."
     assert answers[1].startswith("Done: the next message here starts a new conversation")
     assert answers[2].startswith("This month you used") and "over 1 turns" in answers[2]
+    assert answers[3] == "Spoken replies are on in this thread."
     assert all(cb["data"]["flags"] == 64 for cb in fake_discord.interaction_callbacks[1:]), "ephemeral"
 
     await fake_discord.user_message(tid, "hello after reset")

@@ -652,6 +652,7 @@ async def test_slash_command_help_model_usage(slack: SlackHarness, fake_openai: 
     assert await bot.command("model") == "This channel uses `gpt-6.2-sol`."
     assert await bot.command("model gpt-6-luna") == "This channel now uses `gpt-6-luna` for new turns."
     assert await bot.command("reset") == SLASH_RESET_HELP
+    assert await bot.command("voice on") == "Spoken replies are on in this channel (threads without their own setting)."
 
     fake_openai.script(Reply(text="Cheaper now.", usage=(40, 2)))
     mention = fake.user_event(f"<@{fake.bot_user_id}> hi", kind="app_mention")
