@@ -58,7 +58,9 @@ def test_database_password_is_redacted_from_logs(clean_env: Path, monkeypatch: p
     monkeypatch.setenv("THREADLINE_DATABASE", "postgresql://bot:s3cr3t-PW@127.0.0.1:5432/threadline")
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-slack-secret-token")
     assert set(secret_values(Settings(), SlackSettings())) == {"s3cr3t-PW", "xoxb-slack-secret-token"}
-    monkeypatch.setenv("THREADLINE_DATABASE", "postgresql://bot@db:5432/threadline?password=p%40ss-word&sslmode=require")
+    monkeypatch.setenv(
+        "THREADLINE_DATABASE", "postgresql://bot@db:5432/threadline?password=p%40ss-word&sslmode=require"
+    )
     settings = Settings()
     assert "p@ss-word" in secret_values(settings)
     assert settings.database_location.safe == "postgresql://bot@db:5432/threadline?password=***&sslmode=require"

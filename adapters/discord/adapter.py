@@ -62,12 +62,18 @@ def _content(message: discord.Message) -> str:
     return message.content if isinstance(message.content, str) else ""
 
 
+async def _reply_to(message: discord.Message, text: str) -> None:
+    """A reply in the message's channel that still goes out if the user has deleted the message meanwhile."""
+    reference = message.to_reference(fail_if_not_exists=False)
+    await message.channel.send(text, reference=reference, mention_author=False)
+
+
 def _mentions(message: discord.Message) -> list[discord.User | discord.Member]:
     return list(getattr(message, "mentions", ()))
 
 
 def _attachment_info(att: discord.Attachment) -> convert.AttachmentInfo:
-    return convert.AttachmentInfo(
+    return convert.attachment_info(
         filename=att.filename,
         content_type=att.content_type,
         size=att.size,
@@ -332,7 +338,7 @@ class DiscordAdapter:
 
         async def reply(text: str) -> None:
             async with self.throttle.write(source.channel.id):
-                await source.reply(text, mention_author=False)
+                await _reply_to(source, text)
 
         return reply
 
@@ -343,7 +349,7 @@ class DiscordAdapter:
 
         async def send(answer: str) -> None:
             async with self.throttle.write(message.channel.id):
-                await message.reply(answer, mention_author=False)
+                await _reply_to(message, answer)
 
         key = incoming.key
         if in_channel:

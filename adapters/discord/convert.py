@@ -6,6 +6,7 @@ No I/O here. An attachment's bytes are fetched only when the engine calls ``Atta
 
 from __future__ import annotations
 
+import math
 import mimetypes
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -129,31 +130,58 @@ def mime_of(filename: str, content_type: str | None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class AttachmentInfo:
-    """What the converter needs from a discord.py ``Attachment``."""
+    """What the converter needs from a discord.py ``Attachment`` (build it with ``attachment_info``)."""
 
     filename: str
     content_type: str | None
-    size: int
+    size: int | None  # None: not declared
     is_voice: bool
     duration_secs: float | None
     read: Callable[[], Awaitable[bytes]]
 
 
+def attachment_info(
+    *,
+    filename: object,
+    content_type: object,
+    size: object,
+    is_voice: bool,
+    duration_secs: object,
+    read: Callable[[], Awaitable[bytes]],
+) -> AttachmentInfo:
+    """discord.py passes an attachment's payload values through unchecked: keep the ones of the right type."""
+    return AttachmentInfo(
+        filename=text_or(filename, "file"),
+        content_type=content_type if isinstance(content_type, str) and content_type.strip() else None,
+        size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
+        is_voice=is_voice is True,
+        duration_secs=_seconds(duration_secs),
+        read=read,
+    )
+
+
+def _seconds(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def core_attachment(info: AttachmentInfo, *, max_bytes: int) -> Attachment:
     """A lazy core attachment; the declared size is checked before any download."""
+    filename = info.filename or "file"
 
     async def fetch() -> bytes:
-        if info.size > max_bytes:
+        if info.size is not None and info.size > max_bytes:
             raise AttachmentError(
-                f"{info.filename} is {info.size / 1048576:.1f} MB; the limit is {max_bytes / 1048576:.1f} MB."
+                f"{filename} is {info.size / 1048576:.1f} MB; the limit is {max_bytes / 1048576:.1f} MB."
             )
         return await info.read()
 
-    mime = mime_of(info.filename, info.content_type)
+    mime = mime_of(filename, info.content_type)
     return Attachment(
         kind=kind_for_mime(mime, voice=info.is_voice),
         mime=mime,
-        filename=info.filename,
+        filename=filename,
         size=info.size,
         fetch=fetch,
         duration_secs=info.duration_secs if info.is_voice else None,
@@ -178,7 +206,7 @@ def incoming(
         text=text,
         dedupe_keys=(dedupe_key,),
         attachments=tuple(core_attachment(a, max_bytes=max_bytes) for a in attachments),
-        user_name=user_name,
+        user_name=text_or(user_name, ""),  # discord.py passes a null name through
         is_dm=is_dm,
         user_roles=tuple(str(r) for r in roles),
     )

@@ -2,6 +2,9 @@
 coalesced text at most once per ``edit_interval`` seconds, and the answer continues in new messages past 2,000
 characters. Every send and edit goes through the adapter's per-channel throttle. Files follow the text in order;
 spoken replies go out as native voice messages. The typing indicator runs from the first status to the end.
+
+If the thread is deleted while the answer is being written (Discord answers 404 Unknown Channel), the answer
+ends: ``ChannelGone`` goes up to the turn handler, which logs it in one line, and nothing more is sent there.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import contextlib
 import io
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import discord
@@ -19,6 +22,7 @@ import discord
 from adapters.discord.throttle import ChannelThrottle
 from adapters.discord.voice import VoiceMessageError, send_voice_message
 from bot.audio_encode import AudioFormat
+from bot.errors import UserFacingError
 from bot.text_split import split_message
 from bot.types import OutgoingFile, PartKind
 
@@ -26,6 +30,12 @@ log = logging.getLogger("threadline.discord")
 
 MESSAGE_LIMIT = 2000
 EMPTY_ANSWER = "_(The model returned an empty answer.)_"
+UNKNOWN_CHANNEL = 10003  # Discord's code for a channel (or thread) that no longer exists
+
+
+class ChannelGone(UserFacingError):
+    """The thread or channel of the answer was deleted: the turn ends here, with nowhere left to say so."""
+
 
 OpenChannel = Callable[[], Awaitable[discord.abc.Messageable]]
 EarlyReply = Callable[[str], Awaitable[None]]
@@ -80,6 +90,7 @@ class DiscordReply:
         self._error: BaseException | None = None
         self._anything_sent = False
         self._done = False
+        self._gone = False
 
     # --- ReplyStream ----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -128,13 +139,16 @@ class DiscordReply:
 
     async def fail(self, message: str) -> None:
         await self._stop_typing()
+        if self._gone:
+            return
         text = f"⚠️ {message}"
         if self._channel_obj is None and self._early_reply is not None:
             await self._early_reply(text)
             return
         with contextlib.suppress(Exception):
             await self._flush()
-        await self._send(await self._channel(), content=text)
+        with contextlib.suppress(ChannelGone):
+            await self._send(await self._channel(), content=text)
 
     # --- internals ------------------------------------------------------------------------------------------
     async def _channel(self) -> discord.abc.Messageable:
@@ -143,9 +157,21 @@ class DiscordReply:
                 self._channel_obj = await self._open()
             return self._channel_obj
 
+    @contextlib.contextmanager
+    def _unless_gone(self) -> Iterator[None]:
+        """Turn Discord's 404 Unknown Channel for a write into ``ChannelGone`` (and remember it)."""
+        try:
+            yield
+        except discord.NotFound as exc:
+            if exc.code != UNKNOWN_CHANNEL:
+                raise
+            self._gone = True
+            raise ChannelGone("the thread was deleted while I was answering") from None
+
     async def _send(self, channel: discord.abc.Messageable, **kwargs: object) -> discord.Message:
         async with self._throttle.write(_channel_id(channel)):
-            message: discord.Message = await channel.send(**kwargs)  # type: ignore[call-overload]
+            with self._unless_gone():
+                message: discord.Message = await channel.send(**kwargs)  # type: ignore[call-overload]
         self._anything_sent = True
         return message
 
@@ -153,7 +179,8 @@ class DiscordReply:
         """Send a native voice message; False (after a log line) when the plain-file fallback should run."""
         try:
             async with self._throttle.write(_channel_id(channel)):
-                await send_voice_message(self._http, _channel_id(channel), part.data, part.duration_secs)
+                with self._unless_gone():
+                    await send_voice_message(self._http, _channel_id(channel), part.data, part.duration_secs)
         except (VoiceMessageError, discord.HTTPException) as exc:
             log.warning("voice message failed (%s); sending the audio as a file", exc)
             return False
@@ -199,15 +226,18 @@ class DiscordReply:
                         return
                     await self._write(channel, *pending)
         except Exception as exc:
-            log.warning("could not render the answer on Discord: %s", exc)
+            if not isinstance(exc, ChannelGone):  # that one is the turn's end, logged once by the turn handler
+                log.warning("could not render the answer on Discord: %s", exc)
             self._error = exc
 
     async def _write(self, channel: discord.abc.Messageable, index: int, content: str) -> None:
         if index < len(self._posted):
-            edited = await self._posted[index].message.edit(content=content)
+            with self._unless_gone():
+                edited = await self._posted[index].message.edit(content=content)
             self._posted[index] = _Posted(edited, content, self._clock())
         else:
-            sent = await channel.send(content=content)
+            with self._unless_gone():
+                sent = await channel.send(content=content)
             self._posted.append(_Posted(sent, content, self._clock()))
             self._anything_sent = True
 
@@ -216,6 +246,9 @@ class DiscordReply:
             try:
                 await self._http.send_typing(_channel_id(channel))
             except discord.HTTPException as exc:
+                if isinstance(exc, discord.NotFound) and exc.code == UNKNOWN_CHANNEL:
+                    self._gone = True
+                    return
                 log.debug("typing indicator failed: %s", exc)
             await asyncio.sleep(self._typing_interval)
 

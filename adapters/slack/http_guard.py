@@ -8,9 +8,10 @@ body in the line, so anyone who can reach the port can write the log.
 ``RequestGuard`` is an aiohttp middleware in front of bolt's handler, and bolt's error handler behind it:
 
 - It reads the body and checks what bolt relies on: headers bolt's verifier can read, a body bolt can parse into
-  an object (bolt's own parser and context builder are run on it) and an ``event`` that is an object. A request
-  that fails never reaches bolt. Only then is its signature checked, because bolt cannot check it: a bad one
-  gets 401, as bolt answers any unsigned request; a good one gets 400.
+  an object (bolt's own parser and context builder are run on it), an ``event`` that is an object, and types that
+  are strings (bolt matches on them and logs them). A request that fails never reaches bolt. Only then is its
+  signature checked, with the verifier bolt uses, because bolt cannot check it: a bad one gets 401, as bolt
+  answers any unsigned request; a good one gets 400.
 - Everything else goes to bolt unchanged, signature verification included (bolt stays the authority on that);
   its 401s are counted here and its body-carrying log line is dropped.
 - An error bolt raises while dispatching a signed request (a shape the checks above let through) becomes 400
@@ -58,7 +59,11 @@ class RejectionLog:
     """
 
     def __init__(
-        self, logger: logging.Logger, *, window: float = SUMMARY_WINDOW_SECS, clock: Callable[[], float] = time.monotonic
+        self,
+        logger: logging.Logger,
+        *,
+        window: float = SUMMARY_WINDOW_SECS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.clock = clock
         self._log = logger
@@ -72,6 +77,8 @@ class RejectionLog:
         now = self.clock()
         if self._opened is not None and now - self._opened >= self._window:
             self.flush()  # the window is over (its timer did not get to run): summarise it first
+            if self._opened is not None and now - self._opened >= self._window:
+                self._opened = None  # and quiet ever since
         self._counts[reason] += 1
         if self._opened is None:
             self._opened, self._reported = now, 1
@@ -86,9 +93,10 @@ class RejectionLog:
             self._timer.cancel()
             self._timer = None
         total = sum(self._counts.values())
-        if total > self._reported:
+        if total > self._reported and self._opened is not None:
             self._log.warning("rejected %s in the last minute", _summary(self._counts, total))
-            self._opened = self.clock()  # the next summary comes a minute after this one at the earliest
+            # the next window starts where this one ended: the next summary is a minute later at the earliest
+            self._opened = min(self.clock(), self._opened + self._window)
         else:
             self._opened = None
         self._counts.clear()
@@ -96,9 +104,6 @@ class RejectionLog:
 
     def close(self) -> None:
         self.flush()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
     def _schedule(self, delay: float) -> None:
         if self._timer is not None:
@@ -148,8 +153,12 @@ def body_problem(text: str, request: web.Request) -> str | None:
         return "not JSON"
     if not isinstance(parsed, dict):
         return f"JSON {type(parsed).__name__}, not an object"
-    if "event" in parsed and not isinstance(parsed["event"], dict):
+    event = parsed.get("event", {})
+    if not isinstance(event, dict):
         return "its event is not an object"
+    # bolt matches on these and names them in its "Unhandled request" line: a string, or nothing
+    if not isinstance(parsed.get("type"), str | None) or not isinstance(event.get("type"), str | None):
+        return "a type that is not a string"
     try:  # exactly what bolt's aiohttp adapter builds next (it reads ids from the body into the context)
         AsyncBoltRequest(body=text, query=request.query_string, headers=request.headers)  # type: ignore[arg-type]
     except Exception as exc:

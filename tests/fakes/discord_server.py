@@ -7,7 +7,9 @@ enforces a per-channel limit on sends+edits and answers 429 with ``retry_after``
 
 Tests inject gateway events: ``await fake.user_message(...)`` sends a MESSAGE_CREATE, ``await fake.slash(...)``
 an INTERACTION_CREATE, ``await fake.force_resume(replay=[...])`` makes the client reconnect and RESUME, and the
-fake then replays the given events (as Discord does with events the client may have missed).
+fake then replays the given events (as Discord does with events the client may have missed). Users edit and
+delete their messages (``edit_user_message``, ``delete_user_message``) and moderators delete threads
+(``delete_thread``: later writes there get 404 Unknown Channel, as on Discord).
 """
 
 from __future__ import annotations
@@ -478,6 +480,26 @@ class FakeDiscord:
         await self.dispatch("MESSAGE_CREATE", payload)
         return payload
 
+    async def edit_user_message(self, message: dict[str, Any], content: str) -> None:
+        """The user edits a message they posted: MESSAGE_UPDATE on the gateway."""
+        message["content"], message["edited_timestamp"] = content, _now_iso()
+        await self.dispatch("MESSAGE_UPDATE", dict(message))
+
+    async def delete_user_message(self, message: dict[str, Any]) -> None:
+        """The user deletes a message: it is gone (a thread can no longer start from it) and MESSAGE_DELETE."""
+        self.messages.pop(int(message["id"]), None)
+        gone = {"id": message["id"], "channel_id": message["channel_id"]}
+        if message.get("guild_id"):
+            gone["guild_id"] = message["guild_id"]
+        await self.dispatch("MESSAGE_DELETE", gone)
+
+    async def delete_thread(self, thread_id: int) -> None:
+        """A moderator deletes a thread: every later send, edit or typing there gets 404 Unknown Channel (10003),
+        and THREAD_DELETE goes out on the gateway."""
+        thread = self.channels.pop(thread_id)
+        gone = {k: thread[k] for k in ("id", "guild_id", "parent_id", "type")}
+        await self.dispatch("THREAD_DELETE", gone)
+
     async def slash(
         self,
         name: str,
@@ -568,6 +590,8 @@ class FakeDiscord:
                 channel = self.channels.get(int(cid))
                 return json_response(channel) if channel else self._not_found("Unknown Channel", 10003)
             case "POST", ["channels", cid, "typing"]:
+                if int(cid) not in self.channels:
+                    return self._not_found("Unknown Channel", 10003)
                 self.typing.append((int(cid), time.monotonic()))
                 return web.Response(status=204)
             case "POST", ["channels", cid, "messages"]:
@@ -668,6 +692,11 @@ class FakeDiscord:
         retry = self._over_limit(channel_id)
         if retry is not None:
             return self._rate_limited_response(retry)
+        reference = payload.get("message_reference") or {}
+        missing = reference.get("message_id") and int(reference["message_id"]) not in self.messages
+        if missing and reference.get("fail_if_not_exists", True):
+            body = {"message": "Invalid Form Body", "code": 50035, "errors": {"message_reference": "Unknown message"}}
+            return json_response(body, status=400)
         content = payload.get("content")
         if content is not None and len(content) > 2000:
             return json_response({"message": "Invalid Form Body", "code": 50035}, status=400)
@@ -692,6 +721,8 @@ class FakeDiscord:
         return json_response(message)
 
     async def _edit_message(self, request: web.Request, channel_id: int, message_id: int) -> web.Response:
+        if channel_id not in self.channels:
+            return self._not_found("Unknown Channel", 10003)
         message = self.messages.get(message_id)
         if message is None or message["channel_id"] != str(channel_id):
             return self._not_found("Unknown Message", 10008)
@@ -715,6 +746,8 @@ class FakeDiscord:
             return json_response(
                 {"message": "A thread has already been created for this message", "code": 160004}, status=400
             )
+        if message_id not in self.messages:
+            return self._not_found("Unknown Message", 10008)
         thread = self._thread(message_id, channel_id, self.bot_id, body["name"])
         thread["thread_metadata"]["auto_archive_duration"] = body.get("auto_archive_duration", 1440)
         self.channels[message_id] = thread

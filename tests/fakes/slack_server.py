@@ -7,12 +7,14 @@ with its arguments, token and arrival time. Like Slack it checks tokens, insists
 ``recipient_team_id`` when a stream starts in a channel, and answers ``message_not_in_streaming_state`` once a
 stream has ended. Tests script failures (``fail``), kill a stream mid-answer (``stream_dies_after``), host files
 (``host_file``), and deliver events: ``send_envelope`` over Socket Mode (returns the bot's ack), ``deliver`` as a
-signed HTTP request (``X-Slack-Retry-Num`` for retries, a bad signature on request).
+signed HTTP request (``X-Slack-Retry-Num`` for retries, a bad signature on request; ``deliver_raw`` for any body).
+``edited_event`` and ``deleted_event`` build what Slack sends when a person edits or deletes a message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import itertools
@@ -295,6 +297,23 @@ class FakeSlack:
         event["event_ts"] = event["ts"]
         return event
 
+    def edited_event(self, original: dict[str, Any], text: str) -> dict[str, Any]:
+        """The ``message_changed`` event Slack sends when a person edits ``original`` (a ``user_event``)."""
+        edited = {**original, "type": "message", "text": text}
+        edited["edited"] = {"user": original["user"], "ts": self.next_ts()}
+        edited.pop("channel", None)
+        return self._about(original, "message_changed", message=edited, previous_message=dict(original))
+
+    def deleted_event(self, original: dict[str, Any]) -> dict[str, Any]:
+        """The ``message_deleted`` event Slack sends when a person deletes ``original`` (a ``user_event``)."""
+        return self._about(original, "message_deleted", deleted_ts=original["ts"], previous_message=dict(original))
+
+    def _about(self, original: dict[str, Any], subtype: str, **fields: Any) -> dict[str, Any]:
+        ts = self.next_ts()
+        event = {"type": "message", "subtype": subtype, "hidden": True, "channel": original["channel"], "ts": ts}
+        event |= {"event_ts": ts, "channel_type": "im" if original["channel"].startswith("D") else "channel"}
+        return event | fields
+
     def slash_command(self, text: str, *, channel: str = "C0GENERAL", user: str = "U0ALICE") -> dict[str, str]:
         return {
             "token": "legacy-verification-token",
@@ -372,18 +391,31 @@ class FakeSlack:
     ) -> tuple[int, str]:
         """POST an event (JSON) or a slash command (form) to the bot, signed like Slack signs it."""
         body = urlencode(payload) if form else json.dumps(payload)
+        content_type = "application/x-www-form-urlencoded" if form else "application/json"
+        return await self.deliver_raw(url, body, content_type=content_type, retry_num=retry_num, secret=secret)
+
+    async def deliver_raw(
+        self,
+        url: str,
+        body: str,
+        *,
+        content_type: str = "application/json",
+        retry_num: int | None = None,
+        secret: str | None = None,
+        session: aiohttp.ClientSession | None = None,
+    ) -> tuple[int, str]:
+        """POST any body, signed with ``secret`` (default: the real signing secret), e.g. one that is not JSON."""
         stamp = str(int(time.time()))
         key = (secret if secret is not None else self.signing_secret).encode()
         signature = "v0=" + hmac.new(key, f"v0:{stamp}:{body}".encode(), hashlib.sha256).hexdigest()
-        headers = {
-            "Content-Type": "application/x-www-form-urlencoded" if form else "application/json",
-            "X-Slack-Request-Timestamp": stamp,
-            "X-Slack-Signature": signature,
-        }
+        headers = {"Content-Type": content_type, "X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": signature}
         if retry_num is not None:
             headers |= {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}
-        async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as response:
-            return response.status, await response.text()
+        async with contextlib.AsyncExitStack() as stack:
+            if session is None:
+                session = await stack.enter_async_context(aiohttp.ClientSession())
+            async with session.post(url, data=body.encode(), headers=headers) as response:
+                return response.status, await response.text()
 
     # --- files -------------------------------------------------------------------------------------------------
     async def _file(self, request: web.Request) -> web.StreamResponse:
