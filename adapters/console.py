@@ -107,6 +107,17 @@ class ConsoleAdapter:
         self.thread = "main"  # until run() finds the console thread used last
         self._pending: list[Attachment] = []
         self._closed = False
+        self._answering = False
+        self._stops: set[asyncio.Task[bool]] = set()
+
+    def interrupt(self) -> bool:
+        """Ctrl-C: while an answer streams it stops that answer (True); otherwise the CLI quits as usual."""
+        if not self._answering:
+            return False
+        task = asyncio.ensure_future(self.gateway.stop(self.key()))
+        self._stops.add(task)
+        task.add_done_callback(self._stops.discard)
+        return True
 
     def key(self) -> ThreadKey:
         return ThreadKey(PLATFORM, "local", "console", self.thread)
@@ -138,7 +149,11 @@ class ConsoleAdapter:
         reply = ConsoleReply(self.out, self.err, self.files_dir, show_status=self.interactive)
         submission = await self.gateway.submit(message, reply)
         if submission.done is not None:
-            await submission.done
+            self._answering = True
+            try:
+                await submission.done
+            finally:
+                self._answering = False
 
     async def _command(self, text: str) -> bool:
         """Run a slash command; False means quit."""

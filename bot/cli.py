@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,7 +21,7 @@ from bot.errors import StartupError
 from bot.logging_setup import setup_logging
 from bot.runtime import Runtime, open_runtime
 from bot.settings import Settings
-from bot.store import SchemaTooNew, StoreUnavailable
+from bot.store import SchemaTooNew, StoreUnavailable, open_store
 
 log = logging.getLogger("threadline")
 
@@ -66,9 +67,15 @@ async def _log_calendar(runtime: Runtime) -> None:
 async def _run_adapters(runtime: Runtime, adapters: list[Any]) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+
+    def on_interrupt() -> None:
+        """Ctrl-C stops the answer in progress where an adapter has one (the console); else it quits."""
+        if not any(adapter.interrupt() for adapter in adapters if hasattr(adapter, "interrupt")):
+            stop.set()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, on_interrupt)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
     tasks = [asyncio.create_task(adapter.run(), name=f"adapter:{adapter.name}") for adapter in adapters]
     stopper = asyncio.create_task(stop.wait())
     pending: set[asyncio.Task[Any]] = set(tasks)
@@ -103,6 +110,25 @@ async def _run_adapters(runtime: Runtime, adapters: list[Any]) -> int:
     return code
 
 
+async def print_feedback(settings: Settings, limit: int) -> int:
+    try:
+        store = await open_store(settings.database_location, pool_size=1)
+    except (StoreUnavailable, SchemaTooNew) as exc:
+        print(f"threadline: {exc}", file=sys.stderr)
+        return 1
+    try:
+        rows = await store.recent_feedback(limit)
+    finally:
+        await store.close()
+    if not rows:
+        print("no feedback yet")
+    for row in rows:
+        when = datetime.fromtimestamp(row.at, UTC).strftime("%Y-%m-%d %H:%M")
+        mark = "👍" if row.value == "good" else "👎"
+        print(f"{when}  {mark}  {row.user}  {row.key}  (answer {row.turn})")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="threadline", description=__doc__)
     parser.add_argument("--version", action="version", version=f"threadline {__version__}")
@@ -115,6 +141,8 @@ def _parser() -> argparse.ArgumentParser:
         help="start this adapter (repeatable); default: every adapter whose credentials are set",
     )
     sub.add_parser("doctor", help="check the OpenAI key, models, database and adapters")
+    feedback = sub.add_parser("feedback", help="print the latest 👍/👎 feedback on answers, newest first")
+    feedback.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20)")
     return parser
 
 
@@ -133,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings, *(section for section in sections.values() if section is not None))
     if args.command == "doctor":
         return asyncio.run(run_doctor(settings, sections, load_adapter_module))
+    if args.command == "feedback":
+        return asyncio.run(print_feedback(settings, max(1, args.limit)))
     if not settings.openai_api_key.get_secret_value() and not settings.openai_base_url:
         print(
             "threadline: OPENAI_API_KEY is not set. Export it (or put it in .env), "

@@ -31,7 +31,7 @@ from bot.imaging import (
 )
 from bot.media import normalize_image
 from bot.openai_errors import api_error_message, terminal_event_error
-from bot.protocols import ReplyStream
+from bot.protocols import ReplyStream, is_stop_request
 from bot.settings import Settings
 from bot.speech import SpeechError, speaker_for
 from bot.sse import sse_events
@@ -41,6 +41,7 @@ from bot.voice_mode import speakable, voice_mode
 
 log = logging.getLogger("threadline.engine")
 
+STOPPED_USAGE_TIMEOUT_SECS = 3.0
 CONTEXT_LOST_NOTE = "_(I had lost this thread's earlier context, so I started a fresh conversation.)_\n\n"
 
 _STATUS_BY_ITEM = {
@@ -81,6 +82,7 @@ class _TurnRender:
         self.started = False
         self.text: list[str] = []
         self.citations: list[tuple[str, str, str]] = []
+        self.response_id: str | None = None
         self._status: asyncio.Task[None] | None = asyncio.ensure_future(reply.set_status(first_status))
 
     async def settle(self) -> None:
@@ -154,9 +156,33 @@ class ConversationsEngine:
                 await self._run_turn(message, reply, model, render)
             await render.ensure_started()
             await reply.finish()
-        except BaseException as exc:
-            await render.abandon(stopped=isinstance(exc, asyncio.CancelledError))
+        except asyncio.CancelledError as exc:
+            await render.abandon(stopped=True)
+            if not is_stop_request(exc):
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()  # the user's stop ends this turn only: the thread's lane goes on
+            await self._finish_stopped(message, model, render)
+        except BaseException:
+            await render.abandon(stopped=False)
             raise
+
+    async def _finish_stopped(self, message: IncomingMessage, model: str, render: _TurnRender) -> None:
+        """The answer so far stays and ends with "(stopped)"; the model stream is already closed. The usage of the
+        cut response is read back from the server (best effort, a few seconds at most)."""
+        log.info("turn in %s stopped by the user", message.key)
+        await render.append("\n\n_(stopped)_" if render.started else "_(stopped)_")
+        await render.reply.finish()
+        if render.response_id is None:
+            return
+        try:
+            async with asyncio.timeout(STOPPED_USAGE_TIMEOUT_SECS):
+                response = await self.client.responses.retrieve(render.response_id)
+        except (openai.OpenAIError, TimeoutError) as exc:
+            log.info("no usage for the stopped response %s: %s", render.response_id, type(exc).__name__)
+            return
+        await self._record_usage(response.model_dump(), message, model)
 
     async def _run_turn(self, message: IncomingMessage, reply: ReplyStream, model: str, render: _TurnRender) -> None:
         if message.attachments:
@@ -348,7 +374,9 @@ class ConversationsEngine:
     async def _on_event(self, event: dict[str, Any], message: IncomingMessage, model: str, render: _TurnRender) -> bool:
         """Handle one stream event (decoded JSON); True when the response completed (possibly cut short)."""
         kind = event.get("type")
-        if kind == "response.output_text.delta":
+        if kind == "response.created":
+            render.response_id = (event.get("response") or {}).get("id") or render.response_id
+        elif kind == "response.output_text.delta":
             await render.append(event.get("delta") or "")
         elif kind == "response.output_item.added":
             status = _STATUS_BY_ITEM.get(str((event.get("item") or {}).get("type")))

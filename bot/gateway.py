@@ -152,6 +152,19 @@ class Gateway:
         await _say(reply, answer, failed=False)
         return Submission(Outcome.QUEUED)
 
+    async def stop(self, key: ThreadKey) -> bool:
+        """Stop the answer running in this thread (a stop button, a ⏹ reaction, Ctrl-C). False when nothing
+        runs there: adapters acknowledge that quietly."""
+        stopped = self._turns.stop(key)
+        log.info("stop in %s: %s", key, "stopping the running answer" if stopped else "nothing was running")
+        return stopped
+
+    async def feedback(self, key: ThreadKey, *, turn: str, user: str, value: str) -> None:
+        """Keep a user's 👍 (``good``) or 👎 (``bad``) on one answer (``turn``: the answer's platform message id)."""
+        if value not in {"good", "bad"}:
+            raise ValueError(f"feedback is 'good' or 'bad', not {value!r}")
+        await self._store.record_feedback(key, turn=turn, user=user, value=value)
+
     async def wait_idle(self) -> None:
         """Wait until every accepted turn has finished."""
         await self._turns.wait_idle()

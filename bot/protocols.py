@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol, runtime_checkable
 
 from bot.audio_encode import AudioFormat
@@ -36,8 +37,21 @@ class ReplyStream(Protocol):
     async def fail(self, message: str) -> None: ...
 
 
+# The cancel message of a turn stopped by its user (a stop button, a ⏹ reaction, Ctrl-C in the console): the
+# engine ends the answer with "(stopped)" instead of treating it as a shutdown.
+STOP_REQUESTED = "threadline: stop requested by the user"
+
+
+def is_stop_request(exc: BaseException) -> bool:
+    return isinstance(exc, asyncio.CancelledError) and bool(exc.args) and exc.args[0] == STOP_REQUESTED
+
+
 class TurnEngine(Protocol):
-    """Backend-neutral turn interface: one incoming message in, one streamed reply out."""
+    """Backend-neutral turn interface: one incoming message in, one streamed reply out.
+
+    A turn cancelled with ``STOP_REQUESTED`` ends its answer with "(stopped)", keeps what was said, records what
+    it can of the usage, and returns normally.
+    """
 
     async def run_turn(self, message: IncomingMessage, reply: ReplyStream) -> None: ...
 

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from bot.errors import UserFacingError
-from bot.protocols import ReplyStream, TurnEngine
+from bot.protocols import STOP_REQUESTED, ReplyStream, TurnEngine, is_stop_request
 from bot.settings import Settings
 from bot.types import IncomingMessage, ThreadKey
 
@@ -38,6 +38,16 @@ class TurnHandler:
         self.engine = engine
         self._cap = asyncio.Semaphore(settings.max_concurrent_turns)
         self._lanes: dict[ThreadKey, _ThreadLane] = {}
+        self._running: dict[ThreadKey, asyncio.Task[None]] = {}  # the lane worker while it runs a turn
+
+    def stop(self, key: ThreadKey) -> bool:
+        """Stop the thread's running turn (its answer ends with "(stopped)"); False when nothing runs there.
+        Turns queued behind it still run."""
+        task = self._running.get(key)
+        if task is None or task.done():
+            return False
+        task.cancel(msg=STOP_REQUESTED)
+        return True
 
     def enqueue(self, message: IncomingMessage, reply: ReplyStream) -> asyncio.Future[None]:
         """Queue an accepted message (the gateway has deduped and checked it); the future is done when its turn
@@ -55,9 +65,13 @@ class TurnHandler:
         try:
             while not lane.queue.empty():
                 job = lane.queue.get_nowait()
+                current = asyncio.current_task()
+                if current is not None:
+                    self._running[key] = current
                 try:
                     await self._run(job)
                 finally:
+                    self._running.pop(key, None)
                     if not job.done.done():
                         job.done.set_result(None)
         finally:
@@ -77,13 +91,28 @@ class TurnHandler:
             await self._safe_fail(
                 job.reply, f"That took longer than {timeout:g} seconds, so I stopped. Please try again."
             )
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            if is_stop_request(exc):  # stopped before the engine began (waiting for the cap): say so, go on
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                await self._safe_say_stopped(job.reply)
+                return
             await self._safe_fail(job.reply, "I was stopped before I could finish this answer.")
             raise
         except Exception:
             ref = uuid.uuid4().hex[:8]
             log.exception("turn in %s failed (ref %s)", job.message.key, ref)
             await self._safe_fail(job.reply, f"Sorry, something went wrong on my side (ref {ref}).")
+
+    @staticmethod
+    async def _safe_say_stopped(reply: ReplyStream) -> None:
+        try:
+            await reply.start()
+            await reply.append("_(stopped)_")
+            await reply.finish()
+        except Exception:
+            log.exception("could not deliver the stopped note")
 
     @staticmethod
     async def _safe_fail(reply: ReplyStream, text: str) -> None:

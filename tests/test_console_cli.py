@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from adapters.console import ConsoleAdapter
 from bot.runtime import open_runtime
+from bot.types import ThreadKey
 from tests.fakes import media
 from tests.fakes.openai_server import FakeOpenAI, Reply, audio_seconds
 from tests.fakes.realtime import Fault, read_seconds
@@ -200,3 +202,41 @@ async def test_console_translates_an_attached_voice_note(tmp_path: Path, fake_op
     texts = [part["text"] for part in body["input"][0]["content"]]
     assert texts[0] == "[Audio file nota.ogg, transcribed]: buenos días a todos" and "into English" in texts[1]
     assert not [r for r in fake_openai.requests if "translations" in r.path]
+
+
+async def test_ctrl_c_stops_the_answer_in_progress_and_the_console_goes_on(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    long = " ".join(f"word{i}" for i in range(300))
+    fake_openai.script(Reply(text=long, token_interval=0.02, chunk=8), Reply(text="Still here."))
+    proc = await spawn_threadline(tmp_path, _env(tmp_path, fake_openai.base_url), "run")
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"talk a lot\n")
+    await proc.stdin.drain()
+    first = await asyncio.wait_for(proc.stdout.readuntil(b"word20"), 20)
+    assert first.startswith(b"threadline> ")
+    proc.send_signal(signal.SIGINT)
+    proc.stdin.write(b"are you there?\n")
+    proc.stdin.close()
+    rest, err = await asyncio.wait_for(proc.communicate(), 20)
+    out = (first + rest).decode()
+    assert proc.returncode == 0, err.decode()
+    assert "_(stopped)_" in out and "threadline> Still here." in out, out
+    assert long not in out, "the answer was cut short"
+
+
+async def test_feedback_command_prints_the_latest_feedback(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    env = _env(tmp_path, fake_openai.base_url)
+    code, out, _ = await _threadline(tmp_path, env, "feedback")
+    assert code == 0 and out.strip() == "no feedback yet"
+    settings = make_settings(tmp_path, fake_openai.base_url, database=env["THREADLINE_DATABASE"])
+    async with open_runtime(settings) as rt:
+        key = ThreadKey("slack", "T1", "C1", "1.0")
+        await rt.gateway.feedback(key, turn="1.5", user="U1", value="good")
+        await rt.gateway.feedback(key, turn="1.5", user="U2", value="bad")
+        with pytest.raises(ValueError, match="'good' or 'bad'"):
+            await rt.gateway.feedback(key, turn="1.5", user="U3", value="meh")
+    code, out, err = await _threadline(tmp_path, env, "feedback", "-n", "5")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 2 and "👎  U2  slack:T1:C1:1.0  (answer 1.5)" in lines[0] and "👍  U1" in lines[1]

@@ -213,6 +213,24 @@ async def test_old_events_are_pruned_after_retention(backend: Backend) -> None:
     assert await store.claim_events(["old"]) and not await store.claim_events(["new"])
 
 
+async def test_feedback_keeps_each_users_latest_click_newest_first(backend: Backend) -> None:
+    now = [100.0]
+    store = await backend.open(clock=lambda: now[0])
+    key = ThreadKey("slack", "T1", "C1", "t1")
+    await store.record_feedback(key, turn="m1", user="U1", value="good")
+    now[0] += 1
+    await store.record_feedback(key, turn="m1", user="U2", value="bad")
+    now[0] += 1
+    await store.record_feedback(key, turn="m1", user="U1", value="bad")  # U1 changed their mind
+    rows = await store.recent_feedback(10)
+    assert [(r.user, r.value, r.at) for r in rows] == [("U1", "bad", 102.0), ("U2", "bad", 101.0)]
+    assert rows[0].key == str(key) and rows[0].turn == "m1"
+    assert len(await store.recent_feedback(1)) == 1
+    await store.close()
+    reopened = await backend.open()
+    assert len(await reopened.recent_feedback(10)) == 2, "feedback survives a restart"
+
+
 async def test_files_are_per_thread(backend: Backend) -> None:
     store = await backend.open()
     await store.save_file(ThreadKey("slack", "T1", "C1", "t1"), "ff" * 32, "file-1")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from bot.store.contract import (
     SCHEMA_VERSION,
+    FeedbackRow,
     SchemaTooNew,
     Store,
     StoredImage,
@@ -22,6 +23,7 @@ from bot.store.location import DatabaseLocation, parse_database
 __all__ = [
     "SCHEMA_VERSION",
     "DatabaseLocation",
+    "FeedbackRow",
     "SchemaTooNew",
     "Store",
     "StoreUnavailable",

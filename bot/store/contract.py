@@ -10,7 +10,7 @@ from bot.errors import UserFacingError
 from bot.types import ThreadKey
 
 # Both backends migrate forward to this version; a database with a newer version is refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class SchemaTooNew(RuntimeError):
@@ -50,6 +50,17 @@ class StoredImage:
     mime: str
     source: str  # "generated" or "user"
     created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRow:
+    """A 👍/👎 on one answer: ``turn`` names the answer (a platform message id), ``value`` is "good" or "bad"."""
+
+    key: str
+    turn: str
+    user: str
+    value: str
+    at: float
 
 
 class Store(Protocol):
@@ -135,6 +146,15 @@ class Store(Protocol):
         ...
 
     async def last_thread_image(self, key: ThreadKey) -> StoredImage | None: ...
+
+    # --- feedback --------------------------------------------------------------------------------------------
+    async def record_feedback(self, key: ThreadKey, *, turn: str, user: str, value: str) -> None:
+        """One user's latest feedback on one answer (a second click replaces the first)."""
+        ...
+
+    async def recent_feedback(self, limit: int) -> list[FeedbackRow]:
+        """The latest feedback, newest first."""
+        ...
 
 
 def unique(keys: Iterable[str]) -> list[str]:

@@ -24,7 +24,15 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from bot.store.contract import SCHEMA_VERSION, StoredImage, StoreUnavailable, ThreadRecord, UsageRow, unique
+from bot.store.contract import (
+    SCHEMA_VERSION,
+    FeedbackRow,
+    StoredImage,
+    StoreUnavailable,
+    ThreadRecord,
+    UsageRow,
+    unique,
+)
 from bot.store.location import DatabaseLocation, url_password
 from bot.types import ThreadKey
 
@@ -76,7 +84,13 @@ _V2: Final = (
     "CREATE INDEX idx_threads_platform_last_used_at ON threads (platform, last_used_at)",
 )
 # MIGRATIONS[i] takes the schema from version i to i+1, like SQLite's.
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2)
+_V3: Final = (
+    """CREATE TABLE feedback (
+        thread_key text, turn text, "user" text, value text, at double precision,
+        PRIMARY KEY (thread_key, turn, "user"))""",
+    "CREATE INDEX feedback_at ON feedback (at)",
+)
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3)
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 _VERSION_TABLE: Final = """CREATE TABLE IF NOT EXISTS schema_version (
@@ -483,6 +497,20 @@ class PostgresStore:
         return [(str(p), str(c), str(m)) for p, c, m in rows]
 
     # --- per-thread preferences and images -------------------------------------------------------------------
+    async def record_feedback(self, key: ThreadKey, *, turn: str, user: str, value: str) -> None:
+        await self._run(
+            """INSERT INTO feedback (thread_key, turn, "user", value, at) VALUES (%s, %s, %s, %s, %s)
+               ON CONFLICT (thread_key, turn, "user") DO UPDATE SET value = excluded.value, at = excluded.at""",
+            (str(key), turn, user, value, self._clock()),
+            order=f"feedback:{key}:{turn}:{user}",
+        )
+
+    async def recent_feedback(self, limit: int) -> list[FeedbackRow]:
+        rows = await self._all(
+            'SELECT thread_key, turn, "user", value, at FROM feedback ORDER BY at DESC LIMIT %s', (limit,)
+        )
+        return [FeedbackRow(str(k), str(t), str(u), str(v), float(a)) for k, t, u, v, a in rows]
+
     async def thread_pref(self, key: ThreadKey, name: str) -> str | None:
         row = await self._one("SELECT value FROM thread_prefs WHERE thread_key = %s AND name = %s", (str(key), name))
         return str(row[0]) if row else None

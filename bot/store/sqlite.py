@@ -16,6 +16,7 @@ import sqlite_utils
 
 from bot.store.contract import (
     SCHEMA_VERSION,
+    FeedbackRow,
     SchemaTooNew,
     StoredImage,
     StoreUnavailable,
@@ -72,7 +73,15 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.table("threads").create_index(["platform", "last_used_at"])
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2)
+def _v3(db: sqlite_utils.Database) -> None:
+    """Feedback on answers (👍/👎), one row per user and answer."""
+    db.table("feedback").create(
+        {"thread_key": str, "turn": str, "user": str, "value": str, "at": float}, pk=("thread_key", "turn", "user")
+    )
+    db.table("feedback").create_index(["at"])
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3)
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -282,6 +291,18 @@ class SqliteStore:
             "INSERT OR REPLACE INTO thread_images (thread_key, data, mime, source, created_at) VALUES (?, ?, ?, ?, ?)",
             (str(key), image.data, image.mime, image.source, image.created_at),
         )
+
+    async def record_feedback(self, key: ThreadKey, *, turn: str, user: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO feedback (thread_key, turn, user, value, at) VALUES (?, ?, ?, ?, ?)",
+            (str(key), turn, user, value, self._clock()),
+        )
+
+    async def recent_feedback(self, limit: int) -> list[FeedbackRow]:
+        rows = self.conn.execute(
+            "SELECT thread_key, turn, user, value, at FROM feedback ORDER BY at DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [FeedbackRow(str(k), str(t), str(u), str(v), float(a)) for k, t, u, v, a in rows]
 
     async def last_thread_image(self, key: ThreadKey) -> StoredImage | None:
         row = self.conn.execute(

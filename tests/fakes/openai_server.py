@@ -280,6 +280,8 @@ class Turn:
     created_at: int = field(default_factory=lambda: int(time.time()))
     tool_items: list[dict[str, Any]] = field(default_factory=list)
     output: list[dict[str, Any]] = field(default_factory=list)
+    sent_text: str = ""  # the text deltas the client was sent
+    finished: bool = False  # the whole stream was written; a response read back before that was cut short
 
     def response(self, status: str, **extra: Any) -> dict[str, Any]:
         body = self.body
@@ -610,6 +612,7 @@ class FakeOpenAI:
         self._script: deque[Reply] = deque()
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
+        self.responses_by_id: dict[str, Turn] = {}
         self.realtime = FakeRealtime(valid_keys=valid_keys)
         """The Realtime API's WebSocket at ``/v1/realtime`` (spoken replies)."""
 
@@ -670,6 +673,7 @@ class FakeOpenAI:
             ("GET", "/conversations/{conversation_id}/items", self._list_items),
             ("POST", "/conversations/{conversation_id}/items", self._add_items),
             ("POST", "/responses", self._responses),
+            ("GET", "/responses/{response_id}", self._get_response),
             ("POST", "/files", self._upload_file),
             ("GET", "/files/{file_id}", self._get_file),
             ("DELETE", "/files/{file_id}", self._delete_file),
@@ -848,6 +852,7 @@ class FakeOpenAI:
             container_id, file_id, _name, data = reply.container_file
             self.add_container_file(container_id, file_id, data)
         turn = plan_turn(body, reply, conversation)
+        self.responses_by_id[turn.id] = turn
         steps = numbered(turn_events(turn))
         if body.get("stream"):
             return await self._stream(request, turn, steps)
@@ -865,6 +870,8 @@ class FakeOpenAI:
             for step in steps:
                 if isinstance(step, dict):
                     pending += sse(step)
+                    if step.get("type") == "response.output_text.delta":
+                        turn.sent_text += str(step.get("delta") or "")
                     continue
                 if pending:
                     await response.write(bytes(pending))
@@ -878,9 +885,21 @@ class FakeOpenAI:
                     return response
             await response.write(bytes(pending))
             await response.write_eof()
-        except ConnectionError:
+            turn.finished = True
+        except (ConnectionError, asyncio.CancelledError):
             log.info("client went away during the stream of %s", turn.id)
         return response
+
+    async def _get_response(self, request: web.Request) -> web.Response:
+        """``responses.retrieve``: a stream the client closed early is ``cancelled``, billed for what was sent."""
+        turn = self.responses_by_id.get(request.match_info["response_id"])
+        if turn is None:
+            return error_response(404, f"No response found with id '{request.match_info['response_id']}'.")
+        if turn.finished or not turn.body.get("stream"):
+            return web.json_response(turn.response("completed", usage=turn.usage))
+        usage = {**turn.usage, "output_tokens": rough_tokens([turn.sent_text])}
+        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+        return web.json_response(turn.response("cancelled", usage=usage))
 
     async def _complete(self, request: web.Request, turn: Turn, steps: Iterator[Step]) -> web.StreamResponse:
         """A non-streamed response: the same steps, answered as one JSON body at the end."""
