@@ -20,7 +20,7 @@ from typing import TextIO
 from bot.audio_encode import AudioFormat
 from bot.errors import AttachmentError
 from bot.gateway import Gateway
-from bot.types import Attachment, IncomingMessage, OutgoingFile, ThreadKey, TurnKind, kind_for_mime
+from bot.types import Attachment, IncomingMessage, OutgoingFile, TaskStep, ThreadKey, TurnKind, kind_for_mime
 
 PLATFORM = "console"
 
@@ -51,6 +51,10 @@ class ConsoleReply:
         path = await self._save(part)
         self.out.write(f"\n[{part.kind.value} saved to {path}]")
         self.out.flush()
+
+    async def step(self, step: TaskStep) -> None:
+        if not step.done:
+            await self.set_status(step.status)
 
     async def preview(self, part: OutgoingFile) -> None:
         path = await self._save(part, "preview-")

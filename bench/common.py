@@ -9,7 +9,7 @@ from typing import Any
 from bot.audio_encode import AudioFormat
 from bot.runtime import Runtime
 from bot.settings import Settings
-from bot.types import IncomingMessage, OutgoingFile, ThreadKey
+from bot.types import IncomingMessage, OutgoingFile, TaskStep, ThreadKey
 from tests.helpers import make_settings
 
 
@@ -43,6 +43,9 @@ class TimedReply:
     audio_format = AudioFormat.OGG_OPUS
 
     async def preview(self, part: OutgoingFile) -> None:
+        return None
+
+    async def step(self, step: TaskStep) -> None:
         return None
 
     async def set_status(self, status: str) -> None:

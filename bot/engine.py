@@ -36,7 +36,16 @@ from bot.settings import Settings
 from bot.speech import SpeechError, speaker_for
 from bot.sse import sse_events
 from bot.store import Store, StoredImage, UsageRow
-from bot.types import Attachment, AttachmentKind, IncomingMessage, OutgoingFile, PartKind, ThreadKey, TurnKind
+from bot.types import (
+    Attachment,
+    AttachmentKind,
+    IncomingMessage,
+    OutgoingFile,
+    PartKind,
+    TaskStep,
+    ThreadKey,
+    TurnKind,
+)
 from bot.voice_mode import speakable, voice_mode
 
 log = logging.getLogger("threadline.engine")
@@ -44,14 +53,16 @@ log = logging.getLogger("threadline.engine")
 STOPPED_USAGE_TIMEOUT_SECS = 3.0
 CONTEXT_LOST_NOTE = "_(I had lost this thread's earlier context, so I started a fresh conversation.)_\n\n"
 
-_STATUS_BY_ITEM = {
-    "code_interpreter_call": "running code…",
-    "image_generation_call": "drawing…",
-    "file_search_call": "searching the files…",
-    "web_search_call": "searching the web…",
-    "function_call": "working…",
-    "reasoning": "thinking…",
+# Tool work shown as steps (titles); reasoning is a plain status.
+_STEP_BY_ITEM = {
+    "code_interpreter_call": "Running code",
+    "image_generation_call": "Drawing",
+    "file_search_call": "Searching the files",
+    "web_search_call": "Searching the web",
+    "function_call": "Working",
+    "mcp_call": "Calling a tool",
 }
+_STATUS_BY_ITEM = {"reasoning": "thinking…"}
 
 
 # Per-thread preference: what the last turn was about ("image" or "chat"); a change request right after an
@@ -123,6 +134,10 @@ class _TurnRender:
     async def preview(self, part: OutgoingFile) -> None:
         await self.settle()
         await self.reply.preview(part)
+
+    async def step(self, step: TaskStep) -> None:
+        await self.settle()
+        await self.reply.step(step)
 
 
 class ConversationsEngine:
@@ -379,11 +394,16 @@ class ConversationsEngine:
         elif kind == "response.output_text.delta":
             await render.append(event.get("delta") or "")
         elif kind == "response.output_item.added":
-            status = _STATUS_BY_ITEM.get(str((event.get("item") or {}).get("type")))
-            if status:
+            item = event.get("item") or {}
+            title = _STEP_BY_ITEM.get(str(item.get("type")))
+            if title:
+                await render.step(TaskStep(str(item.get("id") or event.get("output_index")), title))
+            elif status := _STATUS_BY_ITEM.get(str(item.get("type"))):
                 await render.set_status(status)
         elif kind == "response.output_item.done":
             item = event.get("item") or {}
+            if title := _STEP_BY_ITEM.get(str(item.get("type"))):
+                await render.step(TaskStep(str(item.get("id") or event.get("output_index")), title, done=True))
             if item.get("type") == "image_generation_call" and item.get("result"):
                 fmt = item.get("output_format") or "png"
                 data = base64.b64decode(item["result"])

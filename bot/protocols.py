@@ -6,7 +6,7 @@ import asyncio
 from typing import Protocol, runtime_checkable
 
 from bot.audio_encode import AudioFormat
-from bot.types import IncomingMessage, OutgoingFile, ThreadKey
+from bot.types import IncomingMessage, OutgoingFile, TaskStep, ThreadKey
 
 
 @runtime_checkable
@@ -27,6 +27,10 @@ class ReplyStream(Protocol):
     async def attach(self, part: OutgoingFile) -> None: ...
 
     async def set_status(self, status: str) -> None: ...
+
+    async def step(self, step: TaskStep) -> None:
+        """Tool work started or finished. Platforms without steps show a started step as a status line."""
+        ...
 
     async def preview(self, part: OutgoingFile) -> None:
         """A provisional image (a partial preview while one is drawn). Platforms that can't show it ignore it."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from bot.audio_encode import AudioFormat
-from bot.types import OutgoingFile
+from bot.types import OutgoingFile, TaskStep
 
 
 class TextReply:
@@ -39,6 +39,9 @@ class TextReply:
         return None
 
     async def preview(self, part: OutgoingFile) -> None:
+        return None
+
+    async def step(self, step: TaskStep) -> None:
         return None
 
     async def finish(self) -> None:

@@ -92,6 +92,20 @@ class PartKind(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class TaskStep:
+    """A unit of tool work in an answer ("Running code"), started (``done=False``) and later finished."""
+
+    id: str
+    title: str
+    done: bool = False
+
+    @property
+    def status(self) -> str:
+        """The step as a status line, for platforms that have no steps ("running code…")."""
+        return f"{self.title[:1].lower()}{self.title[1:]}…"
+
+
+@dataclass(frozen=True, slots=True)
 class OutgoingFile:
     kind: PartKind
     filename: str

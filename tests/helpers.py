@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from bot.audio_encode import AudioFormat
 from bot.runtime import Runtime
 from bot.settings import Settings, SettingsBase
+from bot.types import TaskStep
 
 S = TypeVar("S", bound=SettingsBase)
 
@@ -54,6 +55,7 @@ class RecordingReply:
         self.text = ""
         self.files: list[object] = []
         self.previews: list[object] = []
+        self.steps: list[TaskStep] = []
         self.statuses: list[str] = []
         self.failed: str | None = None
         self.finished = False
@@ -68,6 +70,12 @@ class RecordingReply:
     async def attach(self, part: object) -> None:
         self.events.append(("attach", part))
         self.files.append(part)
+
+    async def step(self, step: TaskStep) -> None:
+        self.events.append(("step", step))
+        self.steps.append(step)
+        if not step.done:
+            await self.set_status(step.status)
 
     async def preview(self, part: object) -> None:
         self.events.append(("preview", part))

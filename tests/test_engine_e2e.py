@@ -333,6 +333,8 @@ async def test_code_interpreter_files_are_attached(runtime_for: RuntimeFactory, 
     fake_openai.script(Reply(text="Chart attached.", container_file=("cntr_1", "cfile_1", "chart.png", chart)))
     reply = await turn(rt, msg("plot it"))
     assert "running code…" in reply.statuses
+    assert [(step.title, step.done) for step in reply.steps] == [("Running code", False), ("Running code", True)]
+    assert reply.steps[0].id == reply.steps[1].id, "one step, started then finished"
     assert [f.data for f in reply.files] == [chart]
 
 
