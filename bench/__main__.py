@@ -11,11 +11,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from bench import cadence, concurrency, cost, overhead, startup, store
+from bench import burst, cadence, concurrency, cost, overhead, startup, store
 from bench.model_server import model_server
 from bench.report import RESULTS_PATH, Row, machine, table, write_results
 
-MEASURES = ("store", "cost", "overhead", "concurrency", "cadence", "startup")
+MEASURES = ("store", "cost", "overhead", "concurrency", "cadence", "startup", "burst")
 ADAPTERS = ("console", "slack-socket", "slack-http", "discord")
 
 
@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cost-turns", type=int, default=50, help="turns of the growing thread (default 50)")
     parser.add_argument("--cadence-seconds", type=float, default=12.0, help="length of the streamed answer")
     parser.add_argument("--startup-runs", type=int, default=5, help="timed starts per adapter (default 5)")
+    parser.add_argument("--burst-mentions", type=int, default=1000, help="Discord mentions at once (default 1000)")
     parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="where to write the JSON results")
     return parser
 
@@ -59,6 +60,10 @@ async def _run(args: argparse.Namespace) -> list[Row]:
                 return await startup.measure(folder / "startup", url, adapters, runs=args.startup_runs)
 
         platforms = [name for name, spec in cadence.KINDS.items() if spec[0] in adapters]
+
+        async def none() -> list[Row]:
+            return []
+
         jobs: dict[str, Callable[[], Awaitable[list[Row]]]] = {
             "store": lambda: store.measure(folder / "store"),
             "cost": lambda: cost.measure(folder / "cost", turns=args.cost_turns),
@@ -66,6 +71,7 @@ async def _run(args: argparse.Namespace) -> list[Row]:
             "concurrency": lambda: concurrency.measure(args.threads, args.messages, args.latency),
             "cadence": lambda: cadence.measure(folder / "cadence", args.cadence_seconds, platforms),
             "startup": startup_rows,
+            "burst": lambda: burst.measure(folder / "burst", args.burst_mentions) if "discord" in adapters else none(),
         }
         for name in MEASURES:
             if name not in only:

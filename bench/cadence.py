@@ -6,10 +6,16 @@ minute) per workspace; the fake Slack enforces both over a 60 s window, answerin
 answer streams for about ``seconds``; its rate is (updates − 1) / (last − first update). The target is at least
 0.8× the ceiling and at most the ceiling itself (a faster cadence is throttled once the window fills), with no
 429 at all.
+
+The crowd row sends ``CROWD`` mentions at once in one Slack workspace: the answers share the workspace's tiers
+(one budget in the adapter), so the figure is the busiest minute of ``chat.appendStream`` against Tier 4 and the
+429 count, which must be zero; every answer must still arrive whole.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 from bench.model_server import model_server
@@ -19,6 +25,8 @@ from bench.report import Row
 TOKEN_INTERVAL = 0.01
 CHUNK = 4
 END = "THE END."
+CROWD = 20  # answers streaming at once in one workspace
+CROWD_NAME = f"slack ({CROWD} answers, one workspace)"
 SLACK_TIERS = {
     "chat.appendStream": (100, 60.0),  # Tier 4
     "chat.update": (50, 60.0),  # Tier 3
@@ -36,6 +44,7 @@ KINDS = {
         50 / 60,
         "Tier 3: 50/min",
     ),
+    CROWD_NAME: ("slack-socket", {}, "chat.appendStream", 100 / 60, "Tier 4: 100/min per workspace"),
 }
 
 
@@ -51,7 +60,46 @@ def rate(stamps: list[float]) -> float:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 and stamps[-1] > stamps[0] else 0.0
 
 
+async def crowd(folder: Path, base_url: str) -> Row:
+    """``CROWD`` answers at once in one workspace, against the fake's tiers."""
+    kind, env, method, _ceiling, label = KINDS[CROWD_NAME]
+    async with running_bot(kind, folder, base_url, env) as where:
+        assert isinstance(where, SlackWorld)
+        fake = where.fake
+        fake.tier_limits = dict(SLACK_TIERS)
+        began = time.monotonic()
+        sent = [await where.send(f"story {i}") for i in range(CROWD)]
+        threads = [thread for _, thread in sent]
+
+        def whole() -> bool:
+            return all(END in "".join(fake.texts("C0GENERAL", t)) for t in threads)
+
+        await fake.wait_for(whole, within=300)
+        await asyncio.gather(*(where.answered(thread, at) for at, thread in sent))
+        finished = time.monotonic() - began
+        busiest = fake.busiest_window(method, 60.0)
+        appends = len(fake.calls_to(method))
+        limited = len(fake.rate_limited)
+        natively = sum(1 for m in fake.messages if m.via == "stream")
+    limit = SLACK_TIERS[method][0]
+    ratio = busiest / limit
+    return Row(
+        measure="streaming cadence",
+        adapter=CROWD_NAME,
+        unit="calls",
+        figure=f"{busiest} {method} in the busiest minute, {limited} × 429",
+        ratio=ratio,
+        target="≤ 1× Tier 4, 0 × 429",
+        passed=ratio <= 1.0 and limited == 0,
+        note=f"ceiling {label}; {appends} appends over {CROWD} answers ({natively} streamed messages), "
+        f"all whole after {finished:.1f} s",
+        extra={"busiest_minute": busiest, "limit": limit, "http_429": limited, "appends": appends},
+    )
+
+
 async def one(name: str, folder: Path, base_url: str) -> Row:
+    if name == CROWD_NAME:
+        return await crowd(folder, base_url)
     kind, env, method, ceiling, label = KINDS[name]
     async with running_bot(kind, folder, base_url, env) as where:
         if isinstance(where, SlackWorld):

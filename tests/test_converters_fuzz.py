@@ -442,7 +442,13 @@ def discord_payloads(draw: st.DrawFn, fake: FakeDiscord, thread_id: int) -> dict
 
 
 # The fields of a message the adapter reads (the rest is discord.py's business, and mutated too).
-DISCORD_READ = frozenset({"content", "mentions", "mention_roles", "attachments", "author", "member", "type", "flags"})
+DISCORD_READ = frozenset(
+    {
+        *("content", "mentions", "mention_roles", "attachments", "author", "member", "type", "flags"),
+        *("message_reference", "referenced_message", "message_snapshots", "stickers", "sticker_items"),
+        *("mention_channels", "embeds"),
+    }
+)
 
 
 @FUZZ
@@ -455,9 +461,11 @@ async def test_discord_message_path_takes_any_mutation_of_real_payloads(
     payload = data.draw(discord_payloads(fake_discord, thread_id))
     state = adapter.client._connection
     with recording_logs() as logs:
+        raw = copy.deepcopy(payload)
+        adapter._note_raw_fields(raw)  # the adapter's step before discord.py's parser (it must take anything)
         try:  # what discord.py's MESSAGE_CREATE parser does before it dispatches on_message (it edits its input)
-            channel, _ = state._get_guild_channel(payload)
-            message = discord.Message(state=state, channel=channel, data=copy.deepcopy(payload))
+            channel, _ = state._get_guild_channel(raw)
+            message = discord.Message(state=state, channel=channel, data=raw)
         except Exception:
             # discord.py cannot read it at all: the adapter's guarded parser drops it with one line.
             state.parsers["MESSAGE_CREATE"](copy.deepcopy(payload))

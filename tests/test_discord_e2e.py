@@ -147,7 +147,13 @@ async def test_mention_creates_a_thread_then_streams_edits_then_the_final_text(
     count = len(fake_discord.typing)
     await asyncio.sleep(0.5)
     assert len(fake_discord.typing) == count, "typing stops when the answer is finished"
-    assert fake_discord.reactions == [(fake_discord.channel_id, int(asked["id"]), "👀")]
+    answer_id = int(fake_discord.bot_messages_in(tid)[-1]["id"])
+    await fake_discord.wait_for(lambda: len(fake_discord.reactions) == 3, 5, "the feedback reactions")
+    assert fake_discord.reactions == [
+        (fake_discord.channel_id, int(asked["id"]), "👀"),
+        (tid, answer_id, "👍"),
+        (tid, answer_id, "👎"),
+    ], "taken on, then the finished answer offers feedback"
 
 
 # --- 9.2 follow-ups after a restart -------------------------------------------------------------------------
@@ -462,7 +468,7 @@ async def test_slash_commands_register_per_guild_and_ask_reset_model_usage_work(
     bot = await harness.start(discord_command_guilds=[str(fake_discord.guild_id)])
     ((scope, commands),) = fake_discord.command_puts
     assert scope == str(fake_discord.guild_id)
-    assert sorted(c["name"] for c in commands) == ["ask", "imagine", "model", "reset", "usage", "voice"]
+    assert sorted(c["name"] for c in commands) == ["ask", "imagine", "model", "reset", "stop", "usage", "voice"]
 
     fake_openai.script(Reply(text="Because of Rayleigh scattering."), Reply(text="New conversation here."))
     await fake_discord.slash("ask", [{"name": "prompt", "type": 3, "value": "Why is the sky blue?"}])
@@ -494,7 +500,7 @@ async def test_slash_commands_register_per_guild_and_ask_reset_model_usage_work(
 async def test_slash_commands_register_globally_without_guild_ids(harness: Harness, fake_discord: FakeDiscord) -> None:
     await harness.start()
     ((scope, commands),) = fake_discord.command_puts
-    assert scope == "global" and len(commands) == 6
+    assert scope == "global" and len(commands) == 7
     await fake_discord.slash("reset", [])
     await fake_discord.wait_for(lambda: fake_discord.interaction_callbacks, 5, "an answer")
     assert "inside one of my threads" in fake_discord.interaction_callbacks[0]["data"]["content"]
@@ -647,3 +653,139 @@ async def test_allowed_roles_come_from_the_members_discord_roles(
     await fake_discord.user_message(fake_discord.channel_id, "with role", mention_bot=True, roles=helper)
     await fake_discord.wait_for(lambda: fake_discord.threads_created, 5, "a thread")
     await answered(fake_discord, bot, thread_of(fake_discord), "Hello, helper.")
+
+
+# --- messages as Discord really sends them: forwards, replies, stickers, mentions ---------------------------------
+def model_texts(fake_openai: FakeOpenAI) -> list[str]:
+    """The text the model got in each turn, in order, over every conversation."""
+    bodies = [b for conv in fake_openai.conversations for b in fake_openai.responses_for(conv)]
+    return ["".join(p.get("text", "") for p in b["input"][0]["content"] if p["type"] == "input_text") for b in bodies]
+
+
+def model_parts(fake_openai: FakeOpenAI) -> list[list[str]]:
+    bodies = [b for conv in fake_openai.conversations for b in fake_openai.responses_for(conv)]
+    return [[p["type"] for p in b["input"][0]["content"]] for b in bodies]
+
+
+async def test_a_forwarded_message_is_answered_with_its_text_and_attachments(
+    harness: Harness, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+) -> None:
+    bot = await harness.start()
+    elsewhere = fake_discord.message_payload(
+        fake_discord.channel_id,
+        "The launch moved to Thursday.",
+        author=fake_discord.bob,
+        attachments=[fake_discord.attachment(media.png(8, 8), "plan.png", "image/png")],
+    )
+    dm = fake_discord.dm_channel(fake_discord.alice)
+    fake_openai.script(Reply(text="Thursday it is."))
+    await fake_discord.user_message(dm, "", forward=elsewhere)
+    await answered(fake_discord, bot, dm, "Thursday it is.")
+    assert model_texts(fake_openai) == ["[forwarded] The launch moved to Thursday."]
+    assert model_parts(fake_openai) == [["input_text", "input_image"]], "the forwarded image goes along"
+
+
+async def test_a_reply_brings_the_message_it_answers_once(
+    harness: Harness, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+) -> None:
+    bot = await harness.start()
+    fake_openai.script(Reply(text="It is at 3 pm now."), Reply(text="Because the room was taken."))
+    picture = fake_discord.attachment(media.png(8, 8), "room.png", "image/png")
+    bobs = await fake_discord.user_message(
+        fake_discord.channel_id, "The meeting moved to 3pm.", author=fake_discord.bob, attachments=[picture]
+    )
+    await fake_discord.user_message(fake_discord.channel_id, "when is it?", mention_bot=True, reply_to=bobs, ping=True)
+    await fake_discord.wait_for(lambda: fake_discord.threads_created, 5, "a thread")
+    tid = thread_of(fake_discord)
+    assert fake_discord.threads_created[0]["name"] == "when is it?", "the thread is named after the question"
+    await answered(fake_discord, bot, tid, "It is at 3 pm now.")
+
+    (answer,) = fake_discord.bot_messages_in(tid)
+    await fake_discord.user_message(tid, "why?", reply_to=fake_discord.messages[int(answer["id"])], ping=True)
+    await answered(fake_discord, bot, tid, "Because the room was taken.")
+    assert model_texts(fake_openai) == [
+        "[replying to Bob's message: The meeting moved to 3pm.]\nwhen is it?",
+        '[replying to your earlier answer: "It is at 3 pm now."]\nwhy?',
+    ]
+    assert model_parts(fake_openai) == [["input_text", "input_image"], ["input_text"]], "the quoted image, once"
+
+
+async def test_a_sticker_only_dm_is_answered_by_the_model_not_with_the_help_text(
+    harness: Harness, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+) -> None:
+    bot = await harness.start()
+    dm = fake_discord.dm_channel(fake_discord.alice)
+    fake_openai.script(Reply(text="👋 Hello to you too!"))
+    await fake_discord.user_message(dm, "", stickers=["wave"])
+    await answered(fake_discord, bot, dm, "👋 Hello to you too!")
+    assert model_texts(fake_openai) == ["[sticker: wave]"]
+    assert fake_discord.text_in(dm) == "👋 Hello to you too!"
+
+
+async def test_the_bots_mention_is_removed_where_it_addresses_the_bot_and_named_mid_sentence(
+    harness: Harness, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+) -> None:
+    bot = await harness.start()
+    fake_openai.script(Reply(text="Sure."), Reply(text="Thanks!"))
+    me = f"<@{fake_discord.bot_id}>"
+    await fake_discord.user_message(fake_discord.channel_id, f"{me}, can you help?", mention_bot=True)
+    await fake_discord.wait_for(lambda: fake_discord.threads_created, 5, "a thread")
+    tid = thread_of(fake_discord)
+    await answered(fake_discord, bot, tid, "Sure.")
+    await fake_discord.user_message(tid, f"You can count on {me} for an honorable mention", mention_bot=True)
+    await answered(fake_discord, bot, tid, "Thanks!")
+    assert model_texts(fake_openai) == ["can you help?", "You can count on threadline for an honorable mention"]
+    assert fake_discord.threads_created[0]["name"] == "can you help?"
+
+
+# --- idempotent posts: a nonce from the turn and the part, enforced by the fake ----------------------------------
+@pytest.mark.parametrize("lost", [None, 504], ids=["connection-dropped", "gateway-timeout"])
+async def test_a_send_retried_after_a_timeout_posts_once(
+    harness: Harness, fake_discord: FakeDiscord, fake_openai: FakeOpenAI, lost: int | None
+) -> None:
+    bot = await harness.start()
+    dm = fake_discord.dm_channel(fake_discord.alice)
+    fake_openai.script(Reply(text="Posted exactly once."))
+    fake_discord.lose_responses(status=lost)  # the message is made, but the bot does not hear back
+    asked = await fake_discord.user_message(dm, "hello")
+    await answered(fake_discord, bot, dm, "Posted exactly once.")
+    assert [m["content"] for m in fake_discord.bot_messages_in(dm)] == ["Posted exactly once."]
+    assert fake_discord.nonce_hits == 1, "the retry carried the first try's nonce"
+    sends = [w for w in fake_discord.writes_in(dm) if w.kind == "send"]
+    assert [w.nonce for w in sends] == [f"{asked['id']}.0"], "the nonce is the turn's message id and the part"
+
+
+async def test_a_voice_message_retried_after_a_timeout_posts_once(
+    harness: Harness, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+) -> None:
+    bot = await harness.start(voice_replies="always")
+    dm = fake_discord.dm_channel(fake_discord.alice)
+    fake_openai.script(Reply(text="Spoken once."))
+    fake_discord.lose_responses(voice_only=True)
+    asked = await fake_discord.user_message(dm, "say it")
+    await fake_discord.wait_for(lambda: any(w.flags & VOICE_MESSAGE_FLAG for w in fake_discord.writes), 15, "voice")
+    await bot.idle()
+    voice = [m for m in fake_discord.bot_messages_in(dm) if m["flags"] & VOICE_MESSAGE_FLAG]
+    assert len(voice) == 1 and fake_discord.nonce_hits == 1
+    assert [w.nonce for w in fake_discord.writes_in(dm)] == [f"{asked['id']}.0", f"{asked['id']}.1"]
+
+
+# --- the global rate limit ---------------------------------------------------------------------------------------
+async def test_200_mentions_at_once_stay_under_the_global_limit_and_every_one_is_answered(
+    harness: Harness, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+) -> None:
+    assert fake_discord.global_limit == (50, 1.0), "the fake enforces Discord's global limit"
+    bot = await harness.start(discord_ack_reaction="👀")  # typing and reactions on, as by default
+    mentions = 200
+    asked = [
+        await fake_discord.user_message(fake_discord.channel_id, f"question {n}", mention_bot=True)
+        for n in range(mentions)
+    ]
+
+    def all_answered() -> bool:
+        return all(f"«question {n}»" in fake_discord.text_in(int(m["id"])) for n, m in enumerate(asked))
+
+    await fake_discord.wait_for(all_answered, 90, "every answer")
+    await bot.idle()
+    assert fake_discord.global_rate_limited == 0 and fake_discord.rate_limited == 0
+    assert len(fake_discord.threads_created) == mentions

@@ -6,11 +6,20 @@ import asyncio
 import base64
 from pathlib import Path
 
+import discord
 import pytest
 
 from adapters.discord import convert
+from adapters.discord.reply import Nonces
 from adapters.discord.setup import invite_permissions, invite_url
-from adapters.discord.throttle import ChannelThrottle
+from adapters.discord.throttle import (
+    ChannelThrottle,
+    OverBudget,
+    Priority,
+    RequestBudget,
+    budget_requests,
+    route_priority,
+)
 from adapters.discord.voice import VoiceMessageError, voice_metadata, waveform_bytes
 from bot.errors import AttachmentError
 from bot.types import AttachmentKind
@@ -158,3 +167,163 @@ def test_the_adapter_module_named_discord_does_not_shadow_discord_py() -> None:
 
     assert Path(discord.__file__).parent.name == "discord" and hasattr(discord, "Client")
     assert adapter_module.discord is discord and Path(adapter_module.__file__).parent.parent.name == "adapters"
+
+
+# --- mentions, stickers, embeds, forwards, replies --------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("<@7>, can you help?", "can you help?"),
+        ("<@!7>: summarise this", "summarise this"),
+        ("<@7> <@&99> - hello", "hello"),
+        ("what do you think, <@7>?", "what do you think?"),
+        ("thanks <@7>!", "thanks!"),
+        ("You can count on <@7> for an honorable mention", "You can count on threadline for an honorable mention"),
+        ("ask <@&99> and <@5> together", "ask threadline and @Bob together"),
+        ("<@7>", ""),
+        ("<@7>\n\nfirst line\nsecond <@7> line", "first line\nsecond threadline line"),
+    ],
+)
+def test_the_bots_mention_goes_where_it_addresses_the_bot_and_is_its_name_mid_sentence(
+    content: str, expected: str
+) -> None:
+    assert convert.clean_text(content, bot_id=7, bot_role_id=99, bot_name="threadline", user_names={5: "Bob"}) == (
+        expected
+    )
+
+
+def test_stickers_embeds_forwards_are_words_for_the_model() -> None:
+    assert convert.sticker_text(["wave", None]) == "[sticker: wave] [sticker: sticker]"
+    assert convert.embed_text("Stats", None, [("Users", "4"), ("Roles", "")]) == "Stats · Users: 4 · Roles"
+    assert convert.embed_text(None, "", []) == ""
+    assert convert.forwarded_text("hi\nthere") == "[forwarded] hi\nthere"
+    assert convert.compose("", " own words ", "[sticker: wave]") == "own words\n[sticker: wave]"
+
+
+def test_a_reply_is_quoted_in_full_once_then_only_named() -> None:
+    assert convert.reply_context("Bob", "The meeting  moved\nto 3pm.", seen=False) == (
+        "[replying to Bob's message: The meeting moved to 3pm.]"
+    )
+    assert convert.reply_context(None, "An answer.", seen=False) == "[replying to your message: An answer.]"
+    assert convert.reply_context(None, "An answer.", seen=True) == '[replying to your earlier answer: "An answer."]'
+    assert convert.reply_context("Bob", "", seen=True) == "[replying to Bob's earlier message]"
+    long = convert.reply_context("Bob", "word " * 1000, seen=False)
+    assert len(long) < convert.QUOTE_CHARS + 40 and long.endswith("…]")
+    excerpt = convert.reply_context("Bob", "word " * 1000, seen=True)
+    assert len(excerpt) < convert.EXCERPT_CHARS + 40
+
+
+def test_message_nonces_come_from_the_turn_and_the_part_and_fit_discord() -> None:
+    assert convert.message_nonce(1300000000000000001, 0) == "1300000000000000001.0"
+    biggest = convert.message_nonce(2**64 - 1, 10**6)
+    assert len(biggest) <= 25 and biggest != convert.message_nonce(2**64 - 1, 10**6 + 1)
+    first, again = Nonces(42), Nonces(42)  # the same turn after a crash: the same nonces, part by part
+    assert [first.next() for _ in range(3)] == [again.next() for _ in range(3)] == ["42.0", "42.1", "42.2"]
+    assert Nonces().next() != Nonces().next(), "without a turn id, random"
+
+
+# --- the bot-wide request budget -------------------------------------------------------------------------------
+async def test_budget_lets_limit_requests_through_per_window_then_makes_the_next_wait() -> None:
+    now = [0.0]
+    budget = RequestBudget(3, 1.0, clock=lambda: now[0])
+    cells = [await budget.acquire(Priority.POST) for _ in range(3)]
+    for cell in cells:
+        budget.release(cell)
+    waiting = asyncio.ensure_future(budget.acquire(Priority.POST))
+    await asyncio.sleep(0)
+    assert not waiting.done() and budget.pressed
+    now[0] = 1.0  # the window has passed
+    budget._serve()
+    budget.release(await waiting)
+    assert budget.used() == 1
+
+
+async def test_budget_counts_a_running_request_until_it_finishes() -> None:
+    now = [0.0]
+    budget = RequestBudget(1, 1.0, clock=lambda: now[0])
+    cell = await budget.acquire(Priority.POST)
+    now[0] = 5.0  # long past the window, but the request still runs: Discord may count it any time until it ends
+    assert budget.used() == 1
+    budget.release(cell)
+    now[0] = 5.5
+    assert budget.used() == 1, "a finished request counts for one window from its end"
+
+
+async def test_when_the_budget_is_short_answer_text_goes_first() -> None:
+    budget = RequestBudget(2, 0.05)
+    held = [await budget.acquire(Priority.OTHER) for _ in range(2)]
+    order: list[str] = []
+
+    async def request(name: str, priority: Priority) -> None:
+        async with budget.slot(priority):
+            order.append(name)
+
+    queued = [
+        asyncio.create_task(request("reaction", Priority.DEFERRED)),
+        asyncio.create_task(request("edit", Priority.EDIT)),
+        asyncio.create_task(request("thread", Priority.OTHER)),
+        asyncio.create_task(request("first post", Priority.POST)),
+    ]
+    await asyncio.sleep(0)
+    for cell in held:
+        budget.release(cell)
+    await asyncio.gather(*queued)
+    assert order == ["first post", "thread", "edit", "reaction"]
+
+
+async def test_typing_is_dropped_when_the_budget_is_pressed() -> None:
+    now = [0.0]
+    budget = RequestBudget(10, 1.0, spare=2, clock=lambda: now[0])
+    for _ in range(7):
+        await budget.acquire(Priority.POST)
+    budget.release(await budget.acquire(Priority.OPTIONAL))  # the 8th: below limit − spare
+    with pytest.raises(OverBudget):
+        await budget.acquire(Priority.OPTIONAL)  # the spare slots are kept for answer text
+    assert budget.pressed and budget.dropped == 1
+    await budget.acquire(Priority.POST)  # answer text still gets them
+
+
+async def test_a_waiter_that_gives_up_as_its_slot_comes_does_not_keep_it() -> None:
+    now = [0.0]
+    budget = RequestBudget(2, 1.0, clock=lambda: now[0])
+    first, second = await budget.acquire(Priority.POST), await budget.acquire(Priority.POST)
+    waiting = asyncio.ensure_future(budget.acquire(Priority.POST))
+    await asyncio.sleep(0)
+    budget.release(first)
+    now[0] = 1.5
+    budget.release(second)  # the first's window is over: its slot is granted to the waiter…
+    assert budget.used() == 2
+    waiting.cancel()  # …whose caller gives up before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    now[0] = 3.0
+    assert budget.used() == 0, "the granted slot was handed back, not held forever"
+
+
+def test_routes_are_prioritised_answer_text_first() -> None:
+    assert route_priority("POST", "/channels/{channel_id}/messages") is Priority.POST
+    assert route_priority("POST", "/channels/{channel_id}/messages/{message_id}/threads") is Priority.OTHER
+    assert route_priority("PATCH", "/channels/{channel_id}/messages/{message_id}") is Priority.EDIT
+    reaction = "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me"
+    assert route_priority("PUT", reaction) is Priority.DEFERRED
+    assert route_priority("POST", "/channels/{channel_id}/typing") is Priority.OPTIONAL
+
+
+async def test_every_request_of_the_wrapped_http_client_takes_a_slot() -> None:
+    class Http:
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+
+        async def request(self, route: discord.http.Route, **kwargs: object) -> str:
+            self.seen.append(budget.used())
+            return route.path
+
+    budget = RequestBudget(5, 1.0)
+    http = Http()
+    budget_requests(http, budget)
+    route = discord.http.Route("POST", "/channels/{channel_id}/messages", channel_id=1)
+    assert await http.request(route) == "/channels/{channel_id}/messages"
+    assert http.seen == [1] and budget.used() == 1
+    with pytest.raises(OverBudget):
+        for _ in range(5):
+            await http.request(discord.http.Route("POST", "/channels/{channel_id}/typing", channel_id=1))

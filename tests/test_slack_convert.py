@@ -7,12 +7,17 @@ from typing import Any
 import pytest
 
 from adapters.slack.convert import (
+    CANVAS_UNREADABLE,
     BotIdentity,
+    Ignored,
+    MessagesTabOpened,
     SlackMessage,
     display_origin,
     file_from_payload,
+    messages_tab_opened,
     missing_scopes,
     origin_allowed,
+    parse_event,
     parse_message,
     parse_slash_command,
     should_answer,
@@ -63,6 +68,57 @@ def test_file_share_and_thread_broadcast_are_kept() -> None:
 def test_the_bots_mention_is_stripped_and_others_kept() -> None:
     message = parsed(type="app_mention", text="<@U0BOT>   ask <@U0BOB|bob> about  this")
     assert message.text == "ask <@U0BOB|bob> about this" and message.mentions_bot
+
+
+@pytest.mark.parametrize(
+    ("text", "cleaned"),
+    [
+        ("<@U0BOT>, can you help?", "can you help?"),  # addressing the bot: the mention and its comma go
+        ("<@U0BOT>: summarise this", "summarise this"),
+        ("<@U0BOT|threadline> <@U0BOT> hi", "hi"),
+        ("You can count on <@U0BOT> for an honorable mention.", "You can count on Threadbot for an honorable mention."),
+        ("hey <@U0BOT>, you there?", "hey Threadbot, you there?"),  # inside the sentence: the bot's name
+        ("thanks, <@U0BOT>!", "thanks!"),  # addressed at the end, after a comma
+        ("what do you think <@U0BOT>?", "what do you think Threadbot?"),
+        ("<@U0BOT>", ""),
+        ("ask <@U0BOB> about it", "ask <@U0BOB> about it"),  # someone else's mention stays
+    ],
+)
+def test_the_bots_mention_leaves_a_sentence_that_reads(text: str, cleaned: str) -> None:
+    bot = BotIdentity(user_id="U0BOT", bot_id="B0BOT", team_id="T0TEAM", name="Threadbot")
+    message = parse_message(body(text=text), bot)
+    assert message is not None and message.text == cleaned
+    assert message.mentions_bot is ("U0BOT" in text)
+
+
+def test_a_canvas_is_explained_instead_of_downloaded() -> None:
+    for canvas in (
+        {"id": "F1", "name": "Plan", "filetype": "canvas", "url_private": "https://files.slack.com/x"},
+        {"id": "F2", "name": "Plan", "filetype": "quip", "mimetype": "application/vnd.slack-docs", "size": 453},
+        {"id": "F3", "name": "Plan", "mimetype": "application/vnd.slack-docs"},
+    ):
+        assert file_from_payload(canvas).problem == CANVAS_UNREADABLE
+    assert "can't read canvases yet" in CANVAS_UNREADABLE
+    assert file_from_payload({"id": "F4", "name": "a.pdf", "mimetype": "application/pdf"}).problem == ""
+
+
+def test_a_mention_inside_a_canvas_is_ignored_and_worth_a_log_line() -> None:
+    result = parse_event(body(type="app_mention", subtype="document_mention", text="<@U0BOT> was mentioned"), BOT)
+    assert isinstance(result, Ignored) and result.notable and "document_mention" in result.reason
+    assert not parse_event(body(subtype="message_changed"), BOT).notable  # type: ignore[union-attr]
+
+
+def test_messages_tab_opened() -> None:
+    def home(**event: Any) -> dict[str, Any]:
+        return {"team_id": "T0TEAM", "event": {"type": "app_home_opened", "user": "U0ALICE", **event}}
+
+    assert messages_tab_opened(home(tab="messages", channel="D0ALICE")) == MessagesTabOpened(
+        "T0TEAM", "U0ALICE", "D0ALICE"
+    )
+    assert messages_tab_opened(home(tab="messages")) == MessagesTabOpened("T0TEAM", "U0ALICE", "")
+    assert messages_tab_opened(home(tab="home", channel="D0ALICE")) is None
+    assert messages_tab_opened(home(tab="messages", user=None)) is None
+    assert messages_tab_opened({"event": {"type": "app_mention", "tab": "messages"}}) is None
 
 
 def test_thread_keys_and_dedupe_keys() -> None:

@@ -7,9 +7,10 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -107,11 +108,14 @@ class SlackHarness:
         values.update(overrides)
         return split_settings(self.tmp_path, self.openai.base_url, SlackSettings, **values)
 
-    async def start(self, mode: str = "socket", **overrides: Any) -> SlackBot:
+    async def start(
+        self, mode: str = "socket", *, today: Callable[[], date] | None = None, **overrides: Any
+    ) -> SlackBot:
+        """A running adapter; ``today`` replaces its clock for once-a-day decisions."""
         stack = AsyncExitStack()
         core, slack = self.settings(mode, **overrides)
         runtime = await stack.enter_async_context(open_runtime(core))
-        adapter = build(runtime.gateway, slack)
+        adapter = build(runtime.gateway, slack) if today is None else SlackAdapter(runtime.gateway, slack, today=today)
         task = asyncio.create_task(adapter.run())
         ready = asyncio.create_task(adapter.ready.wait())
         await asyncio.wait({task, ready}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
@@ -261,6 +265,7 @@ async def test_dm_is_answered_in_its_own_thread_and_titled(slack: SlackHarness, 
 
 async def test_assistant_thread_started_shows_the_configured_prompts(slack: SlackHarness) -> None:
     fake = slack.fake
+    fake.agent_view = False  # an app created before agent messaging keeps its assistant threads
     bot = await slack.start(slack_suggested_prompts=["Summarize this doc", "Draw a lighthouse"])
     thread_ts = fake.next_ts()
     started = {
@@ -271,9 +276,9 @@ async def test_assistant_thread_started_shows_the_configured_prompts(slack: Slac
     await bot.send(started)
     await fake.wait_for(lambda: bool(fake.calls_to("assistant.threads.setSuggestedPrompts")))
 
-    (call,) = fake.calls_to("assistant.threads.setSuggestedPrompts")
-    assert call.args["channel_id"] == DM and call.args["thread_ts"] == thread_ts
-    assert call.args["prompts"] == [
+    (call,) = fake.prompts_shown
+    assert call["channel_id"] == DM and call["thread_ts"] == thread_ts
+    assert call["prompts"] == [
         {"title": "Summarize this doc", "message": "Summarize this doc"},
         {"title": "Draw a lighthouse", "message": "Draw a lighthouse"},
     ]
@@ -565,10 +570,12 @@ async def test_generated_image_is_uploaded_into_the_thread(slack: SlackHarness, 
     (upload,) = fake.uploads.values()
     assert upload.data == picture and upload.filename == "image.png"
     assert upload.channel == CHANNEL and upload.thread_ts == mention["ts"]
-    assert [m.via for m in messages] == ["upload", "stream"], "the picture, then the text, in the same thread"
-    assert messages[1].text == "Here is your lighthouse."
+    assert [m.via for m in messages] == ["stream", "upload", "stream"], "the step, the picture, then the text"
+    drawing = [(c["title"], c["status"]) for c in messages[0].chunks]
+    assert drawing == [("Drawing", "in_progress"), ("Drawing", "complete")], "drawing shows as a task step"
+    assert messages[2].text == "Here is your lighthouse."
     statuses = [c.args["status"] for c in fake.calls_to("assistant.threads.setStatus")]
-    assert statuses[:2] == ["is thinking…", "is drawing…"]
+    assert statuses[:1] == ["is thinking…"] and "is drawing…" not in statuses, "the step, not the status line"
 
 
 async def test_slash_imagine_draws_in_a_new_thread_and_a_follow_up_edits_it(

@@ -50,10 +50,14 @@ def test_manifest_is_valid_yaml_with_every_scope_the_code_uses() -> None:
     assert set(DEFAULT_SCOPES) == set(REQUIRED_SCOPES), "the fake grants what a manifest install grants"
     events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
     assert {"app_mention", "message.im", "message.channels", "message.groups", "message.mpim"} <= events
-    assert "assistant_thread_started" in events
+    # Agent messaging (2026): new apps can't declare assistant_view; agent_view's events replace its own.
+    assert {"app_home_opened", "app_context_changed", "agent_session_stopped"} <= events
+    assert not {"assistant_thread_started", "assistant_thread_context_changed"} & events
+    assert manifest["features"]["agent_view"]["agent_description"]
+    assert "assistant_view" not in manifest["features"]
+    assert manifest["settings"]["interactivity"]["is_enabled"] is True, "Slack delivers button clicks only then"
     assert manifest["settings"]["socket_mode_enabled"] is True
     assert [c["command"] for c in manifest["features"]["slash_commands"]] == ["/threadline"]
-    assert manifest["features"]["assistant_view"]["assistant_description"]
     assert manifest["features"]["app_home"]["messages_tab_enabled"] is True, "people can DM the bot"
 
 

@@ -11,6 +11,7 @@ import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.adapter import retry_handlers
+from adapters.slack.budget import SlackBudget
 from adapters.slack.files import SlackFiles
 from adapters.slack.stream import EMPTY_ANSWER, ReplyTarget, SlackReply, StreamOptions
 from bot.text_split import split_message
@@ -37,7 +38,11 @@ def reply_for(client: AsyncWebClient, fake: FakeSlack, **options: float | int | 
 
     opts = StreamOptions(**{"stream_interval": 0.03, "update_interval": 0.05, **options})  # type: ignore[arg-type]
     return SlackReply(
-        client=client, target=ReplyTarget(CHANNEL, THREAD, "U0ALICE", "T0TEAM"), options=opts, upload=upload
+        client=client,
+        target=ReplyTarget(CHANNEL, THREAD, "U0ALICE", "T0TEAM"),
+        options=opts,
+        upload=upload,
+        budget=SlackBudget().workspace("T0TEAM"),
     )
 
 

@@ -1,4 +1,5 @@
-"""Slash commands: ``/ask`` and ``/imagine`` run a turn; ``/reset``, ``/model`` and ``/usage`` are the shared commands.
+"""Slash commands: ``/ask`` and ``/imagine`` run a turn; ``/stop`` stops the running one; ``/reset``, ``/model``,
+``/voice`` and ``/usage`` are the shared commands.
 
 Registered per guild when ``DISCORD_COMMAND_GUILDS`` lists guild ids (updates are instant), else globally.
 """
@@ -23,6 +24,8 @@ class SlashHandler(Protocol):
 
     async def imagine(self, interaction: discord.Interaction, prompt: str, size: str, quality: str) -> None: ...
 
+    async def stop(self, interaction: discord.Interaction) -> None: ...
+
 
 def build_command_tree(client: discord.Client, handler: SlashHandler) -> app_commands.CommandTree[discord.Client]:
     tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
@@ -45,6 +48,10 @@ def build_command_tree(client: discord.Client, handler: SlashHandler) -> app_com
         quality: app_commands.Choice[str] | None = None,
     ) -> None:
         await handler.imagine(interaction, prompt, size.value if size else "auto", quality.value if quality else "auto")
+
+    @tree.command(name="stop", description="Stop the answer I'm writing in this thread or DM")
+    async def stop(interaction: discord.Interaction) -> None:
+        await handler.stop(interaction)
 
     @tree.command(name="reset", description="Start a fresh conversation in this thread or DM")
     async def reset(interaction: discord.Interaction) -> None:

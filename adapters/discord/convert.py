@@ -1,4 +1,6 @@
-"""Pure Discord → core conversions: thread keys, who was mentioned, clean text, thread names, attachments.
+"""Pure Discord → core conversions: thread keys, who was mentioned, clean text, thread names, attachments, the
+text of what Discord sends besides words (stickers, embeds, forwards, the message a reply quotes), and what a
+reaction asks for (⏹ stop, 👍/👎 feedback).
 
 No I/O here. An attachment's bytes are fetched only when the engine calls ``Attachment.fetch`` (discord.py's
 ``Attachment.read``), after its declared size has been checked against the limit.
@@ -6,6 +8,7 @@ No I/O here. An attachment's bytes are fetched only when the engine calls ``Atta
 
 from __future__ import annotations
 
+import enum
 import math
 import mimetypes
 import re
@@ -13,17 +16,27 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from bot.errors import AttachmentError
-from bot.types import Attachment, IncomingMessage, ThreadKey, kind_for_mime
+from bot.types import Attachment, AttachmentKind, IncomingMessage, ThreadKey, kind_for_mime
 
 PLATFORM = "discord"
 DM_WORKSPACE = "dm"
 TEXT_COMMANDS = frozenset({"reset", "model", "usage", "help", "voice"})
 THREAD_NAME_WORDS = 8
 THREAD_NAME_CHARS = 90  # Discord allows 100
+DEFAULT_BOT_NAME = "threadline"
+NONCE_CHARS = 25  # Discord's limit for a message nonce
+QUOTE_CHARS = 1500  # a quoted message longer than this is cut (Discord allows 2,000, or 4,000 with Nitro)
+EXCERPT_CHARS = 100  # how much of a message the model has seen already is repeated to say which one it is
 
 _USER_MENTION = re.compile(r"<@!?(\d+)>")
 _ROLE_MENTION = re.compile(r"<@&(\d+)>")
 _CHANNEL_MENTION = re.compile(r"<#(\d+)>")
+_SELF = "\ue000"  # stands for the bot's own mention while the text around it is tidied (a private-use character)
+_LEADING_SELF = re.compile(rf"^\s*(?:{_SELF}[\s,:;.!?\-–—]*)+")
+_TRAILING_SELF = re.compile(rf"[\s,:;\-–—]*(?:{_SELF}\s*)+(?=[.!?…]*\s*$)")
+# The emoji variation selector and skin tones: "⏹️" is "⏹" and "👍🏽" is "👍" for what the user asks for.
+_EMOJI_VARIANTS = re.compile("[\ufe0f\U0001f3fb-\U0001f3ff]")
+FEEDBACK_EMOJI = ("👍", "👎")  # the reactions the bot adds to a finished answer, in this order
 
 
 def guild_key(guild_id: int, channel_id: int, thread_id: int) -> ThreadKey:
@@ -34,6 +47,28 @@ def guild_key(guild_id: int, channel_id: int, thread_id: int) -> ThreadKey:
 def dm_key(channel_id: int) -> ThreadKey:
     """One conversation per DM channel (until /reset)."""
     return ThreadKey(PLATFORM, DM_WORKSPACE, str(channel_id), str(channel_id))
+
+
+class Reaction(enum.Enum):
+    """What a user's reaction asks of the bot; the values of GOOD and BAD are the core's feedback values."""
+
+    STOP = "stop"
+    GOOD = "good"
+    BAD = "bad"
+
+
+def reaction_meaning(emoji: object) -> Reaction | None:
+    """⏹ stops the running answer, 👍/👎 rate one (with or without the variation selector or a skin tone);
+    any other reaction (a custom emoji has no unicode name: None) is just a reaction."""
+    bare = _EMOJI_VARIANTS.sub("", emoji) if isinstance(emoji, str) else ""
+    match bare:
+        case "\u23f9":
+            return Reaction.STOP
+        case "👍":
+            return Reaction.GOOD
+        case "👎":
+            return Reaction.BAD
+    return None
 
 
 def message_dedupe_key(message_id: int) -> str:
@@ -71,28 +106,95 @@ def clean_text(
     *,
     bot_id: int,
     bot_role_id: int | None = None,
+    bot_name: str = DEFAULT_BOT_NAME,
     user_names: Mapping[int, str] | None = None,
     role_names: Mapping[int, str] | None = None,
     channel_names: Mapping[int, str] | None = None,
 ) -> str:
-    """The message text for the model: the bot's own mention removed, other mentions made readable."""
+    """The message text for the model, with mentions made readable.
+
+    The bot's own mention (or its managed role's) that addresses it, at the start or the end, is removed with the
+    punctuation that goes with it ("<@bot>, can you…" → "can you…", "thoughts, <@bot>?" → "thoughts?"); one in
+    mid-sentence is part of the sentence, so it becomes the bot's name ("count on <@bot> for…" → "count on
+    threadline for…"). Other users, roles and channels become ``@name`` and ``#name``.
+    """
     user_names, role_names, channel_names = user_names or {}, role_names or {}, channel_names or {}
 
+    def self_or_keep(m: re.Match[str]) -> str:
+        return _SELF if int(m.group(1)) == bot_id else m.group(0)
+
+    def role_self_or_keep(m: re.Match[str]) -> str:
+        return _SELF if bot_role_id is not None and int(m.group(1)) == bot_role_id else m.group(0)
+
+    text = _USER_MENTION.sub(self_or_keep, content.replace(_SELF, ""))
+    text = _ROLE_MENTION.sub(role_self_or_keep, text)
+    text = _LEADING_SELF.sub("", text)
+    text = _TRAILING_SELF.sub("", text)
+    text = text.replace(_SELF, bot_name or DEFAULT_BOT_NAME)
+
     def user(m: re.Match[str]) -> str:
-        uid = int(m.group(1))
-        return "" if uid == bot_id else f"@{user_names.get(uid, 'someone')}"
+        return f"@{user_names.get(int(m.group(1)), 'someone')}"
 
     def role(m: re.Match[str]) -> str:
-        rid = int(m.group(1))
-        return "" if rid == bot_role_id else f"@{role_names.get(rid, 'role')}"
+        return f"@{role_names.get(int(m.group(1)), 'role')}"
 
     def channel(m: re.Match[str]) -> str:
         return f"#{channel_names.get(int(m.group(1)), 'channel')}"
 
-    text = _USER_MENTION.sub(user, content)
+    text = _USER_MENTION.sub(user, text)
     text = _ROLE_MENTION.sub(role, text)
     text = _CHANNEL_MENTION.sub(channel, text)
     return re.sub(r"[ \t]{2,}", " ", text).strip()
+
+
+def message_nonce(turn_id: int, part: int) -> str:
+    """The nonce of the ``part``-th message one turn creates (``turn_id``: the message or interaction it answers).
+
+    Sent with ``enforce_nonce``, Discord returns the message already made with it instead of posting again; a
+    nonce derived from the turn (not random) makes a send retried after a timeout, or after a crash, match.
+    """
+    nonce = f"{turn_id}.{part}"
+    return nonce if len(nonce) <= NONCE_CHARS else f"{turn_id:x}.{part:x}"[-NONCE_CHARS:]
+
+
+def sticker_text(names: Iterable[object]) -> str:
+    """Stickers by name ("[sticker: wave]"): the model cannot see them, and a sticker alone is still a message."""
+    return " ".join(f"[sticker: {text_or(name, 'sticker')}]" for name in names)
+
+
+def embed_text(title: object, description: object, fields: Iterable[tuple[object, object]]) -> str:
+    """An embed's words on one line (a bot's stats card, a forwarded link preview); empty when it has none."""
+    parts = [text_or(title, ""), text_or(description, "")]
+    parts += [f"{text_or(name, '')}: {text_or(value, '')}".strip(": ") for name, value in fields]
+    return " · ".join(p for p in parts if p)
+
+
+def forwarded_text(text: str) -> str:
+    """A forwarded message as the model reads it: marked, since the person forwarding did not write it."""
+    return f"[forwarded] {text}".rstrip()
+
+
+def reply_context(author: str | None, text: str, *, seen: bool) -> str:
+    """What a reply points at, said once: the whole quoted message when the model has not seen it (another
+    channel, or a channel that is not yet a conversation with the bot), else a short excerpt naming which
+    message it was, so the conversation does not carry the same text twice. ``author`` None: the bot itself."""
+    text = " ".join(text.split())
+    if seen:
+        whose = "your earlier answer" if author is None else f"{author}'s earlier message"
+        if not text:
+            return f"[replying to {whose}]"
+        excerpt = text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1].rstrip() + "…"
+        return f'[replying to {whose}: "{excerpt}"]'
+    whose = "your message" if author is None else f"{author}'s message"
+    if not text:
+        return f"[replying to {whose}]"
+    quoted = text if len(text) <= QUOTE_CHARS else text[: QUOTE_CHARS - 1].rstrip() + "…"
+    return f"[replying to {whose}: {quoted}]"
+
+
+def compose(*parts: str) -> str:
+    """The message's pieces (reply context, the author's words, stickers, forwarded messages), one per line."""
+    return "\n".join(p for p in (part.strip() for part in parts) if p)
 
 
 def thread_name(text: str, *, fallback: str = "Conversation") -> str:
@@ -164,6 +266,11 @@ def _seconds(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+def is_image(info: AttachmentInfo) -> bool:
+    """Images of a quoted message go along with its text; its other files (a voice note, a PDF) do not."""
+    return kind_for_mime(mime_of(info.filename, info.content_type)) is AttachmentKind.IMAGE
 
 
 def core_attachment(info: AttachmentInfo, *, max_bytes: int) -> Attachment:

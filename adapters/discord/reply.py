@@ -5,6 +5,13 @@ spoken replies go out as native voice messages. The typing indicator runs from t
 
 If the thread is deleted while the answer is being written (Discord answers 404 Unknown Channel), the answer
 ends: ``ChannelGone`` goes up to the turn handler, which logs it in one line, and nothing more is sent there.
+
+When the answer has finished (not failed), ``final_message`` names its last message: the adapter adds the 👍/👎
+feedback reactions there, where a reader of the whole answer ends up.
+
+Every message it creates carries a nonce made of the turn's id and the part's index, sent with ``enforce_nonce``:
+a send whose answer was lost (the connection dropped, a gateway timeout) is retried with the same nonce, and
+Discord returns the message it already made instead of posting it twice.
 """
 
 from __future__ import annotations
@@ -13,24 +20,34 @@ import asyncio
 import contextlib
 import io
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
+import aiohttp
 import discord
 
-from adapters.discord.throttle import ChannelThrottle
+from adapters.discord.convert import message_nonce
+from adapters.discord.throttle import ChannelThrottle, OverBudget
 from adapters.discord.voice import VoiceMessageError, send_voice_message
 from bot.audio_encode import AudioFormat
 from bot.errors import UserFacingError
 from bot.text_split import split_message
-from bot.types import OutgoingFile, PartKind
+from bot.types import OutgoingFile, PartKind, TaskStep
 
 log = logging.getLogger("threadline.discord")
 
 MESSAGE_LIMIT = 2000
 EMPTY_ANSWER = "_(The model returned an empty answer.)_"
 UNKNOWN_CHANNEL = 10003  # Discord's code for a channel (or thread) that no longer exists
+SEND_ATTEMPTS = 3
+RETRY_DELAY_SECS = 0.5  # before the second attempt; twice that before the third
+# A request that may or may not have reached Discord (discord.py itself retries 5xx a few times first).
+RETRYABLE: tuple[type[BaseException], ...] = (aiohttp.ClientConnectionError, TimeoutError, discord.DiscordServerError)
+
+T = TypeVar("T")
 
 
 class ChannelGone(UserFacingError):
@@ -39,6 +56,20 @@ class ChannelGone(UserFacingError):
 
 OpenChannel = Callable[[], Awaitable[discord.abc.Messageable]]
 EarlyReply = Callable[[str], Awaitable[None]]
+
+
+class Nonces:
+    """The nonces of the messages one turn creates, in order: ``turn_id`` (the message or interaction the turn
+    answers) and the part's index. Shared by everything that posts for the turn (its early reply too)."""
+
+    def __init__(self, turn_id: int | None = None) -> None:
+        self.turn_id = secrets.randbits(63) if turn_id is None else turn_id
+        self._next = 0
+
+    def next(self) -> str:
+        nonce = message_nonce(self.turn_id, self._next)
+        self._next += 1
+        return nonce
 
 
 def upload_limit(channel: object) -> int:
@@ -72,9 +103,11 @@ class DiscordReply:
         edit_interval: float,
         typing_interval: float,
         early_reply: EarlyReply | None = None,
+        nonces: Nonces | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._open = open_channel
+        self._nonces = nonces or Nonces()
         self._throttle = throttle
         self._http = http
         self._edit_interval = edit_interval
@@ -89,6 +122,8 @@ class DiscordReply:
         self._typing: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
         self._anything_sent = False
+        self._last: tuple[int, int] | None = None  # (channel id, message id) of the newest message posted
+        self._finished = False
         self._done = False
         self._gone = False
 
@@ -118,7 +153,12 @@ class DiscordReply:
             return
         if part.kind is PartKind.AUDIO and await self._send_voice(channel, part):
             return
-        await self._send(channel, file=discord.File(io.BytesIO(part.data), filename=part.filename))
+        await self._send(channel, upload=part)
+
+    async def step(self, step: TaskStep) -> None:
+        """Discord has no steps: the typing indicator stands for work in progress."""
+        if not step.done:
+            await self.set_status(step.status)
 
     async def preview(self, part: OutgoingFile) -> None:
         """Discord shows the finished image only: a preview would cost a write of the channel's few per 5 s."""
@@ -134,8 +174,15 @@ class DiscordReply:
             await self._flush()
             if not self._anything_sent:
                 await self._send(await self._channel(), content=EMPTY_ANSWER)
+            self._finished = True
         finally:
             await self._stop_typing()
+
+    @property
+    def final_message(self) -> tuple[int, int] | None:
+        """(channel id, message id) of the answer's last message once it has finished; None before, or when it
+        failed (a warning is not an answer to rate)."""
+        return self._last if self._finished and not self._gone else None
 
     async def fail(self, message: str) -> None:
         await self._stop_typing()
@@ -168,23 +215,57 @@ class DiscordReply:
             self._gone = True
             raise ChannelGone("the thread was deleted while I was answering") from None
 
-    async def _send(self, channel: discord.abc.Messageable, **kwargs: object) -> discord.Message:
-        async with self._throttle.write(_channel_id(channel)):
-            with self._unless_gone():
-                message: discord.Message = await channel.send(**kwargs)  # type: ignore[call-overload]
-        self._anything_sent = True
+    async def _send(
+        self, channel: discord.abc.Messageable, *, content: str | None = None, upload: OutgoingFile | None = None
+    ) -> discord.Message:
+        """Post a new message (text, or a file) with the turn's next nonce."""
+        nonce = self._nonces.next()
+
+        async def send() -> discord.Message:
+            file = discord.File(io.BytesIO(upload.data), filename=upload.filename) if upload else None
+            return await channel.send(content=content, file=file, nonce=nonce)  # type: ignore[arg-type]
+
+        message = await self._retrying(_channel_id(channel), send)
+        self._posted_new(_channel_id(channel), message.id)
         return message
+
+    def _posted_new(self, channel_id: int, message_id: int) -> None:
+        self._anything_sent = True
+        self._last = (channel_id, message_id)
+
+    async def _retrying(self, channel_id: int, call: Callable[[], Awaitable[T]], *, slot_held: bool = False) -> T:
+        """Run one write, again (in a new throttle slot) when its outcome is unknown; a post carries the same
+        nonce each time, so Discord makes it once. ``slot_held``: the caller holds the slot of the first try."""
+        for attempt in range(1, SEND_ATTEMPTS + 1):
+            try:
+                if slot_held and attempt == 1:
+                    with self._unless_gone():
+                        return await call()
+                async with self._throttle.write(channel_id):
+                    with self._unless_gone():
+                        return await call()
+            except RETRYABLE as exc:
+                if attempt == SEND_ATTEMPTS:
+                    raise
+                log.info("a write to Discord may not have arrived (%s); trying again", type(exc).__name__)
+                await asyncio.sleep(RETRY_DELAY_SECS * attempt)
+        raise AssertionError("unreachable")
 
     async def _send_voice(self, channel: discord.abc.Messageable, part: OutgoingFile) -> bool:
         """Send a native voice message; False (after a log line) when the plain-file fallback should run."""
+        nonce = self._nonces.next()
+        cid = _channel_id(channel)
         try:
-            async with self._throttle.write(_channel_id(channel)):
-                with self._unless_gone():
-                    await send_voice_message(self._http, _channel_id(channel), part.data, part.duration_secs)
+            sent = await self._retrying(
+                cid, lambda: send_voice_message(self._http, cid, part.data, part.duration_secs, nonce=nonce)
+            )
         except (VoiceMessageError, discord.HTTPException) as exc:
             log.warning("voice message failed (%s); sending the audio as a file", exc)
             return False
+        message_id = str(sent.get("id"))
         self._anything_sent = True
+        if message_id.isdigit():
+            self._posted_new(cid, int(message_id))
         return True
 
     async def _flush(self) -> None:
@@ -231,20 +312,24 @@ class DiscordReply:
             self._error = exc
 
     async def _write(self, channel: discord.abc.Messageable, index: int, content: str) -> None:
+        """Edit message ``index`` or post it (the caller holds a throttle slot for the first try)."""
+        cid = _channel_id(channel)
         if index < len(self._posted):
-            with self._unless_gone():
-                edited = await self._posted[index].message.edit(content=content)
+            message = self._posted[index].message
+            edited = await self._retrying(cid, lambda: message.edit(content=content), slot_held=True)
             self._posted[index] = _Posted(edited, content, self._clock())
         else:
-            with self._unless_gone():
-                sent = await channel.send(content=content)
+            nonce = self._nonces.next()
+            sent = await self._retrying(cid, lambda: channel.send(content=content, nonce=nonce), slot_held=True)
             self._posted.append(_Posted(sent, content, self._clock()))
-            self._anything_sent = True
+            self._posted_new(cid, sent.id)
 
     async def _keep_typing(self, channel: discord.abc.Messageable) -> None:
         while True:
             try:
                 await self._http.send_typing(_channel_id(channel))
+            except OverBudget:
+                pass  # many answers at once: their text needs the requests more than this indicator does
             except discord.HTTPException as exc:
                 if isinstance(exc, discord.NotFound) and exc.code == UNKNOWN_CHANNEL:
                     self._gone = True

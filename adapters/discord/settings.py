@@ -42,6 +42,14 @@ class DiscordSettings(SettingsBase):
     discord_channel_window_secs: float = Field(
         default=5.0, gt=0, validation_alias=alias("DISCORD_CHANNEL_WINDOW_SECS", "discord_channel_window_secs")
     )
+    # Bot-wide: at most this many REST requests within DISCORD_GLOBAL_WINDOW_SECS (Discord's global limit is 50
+    # per second per bot); beyond it answer text goes first, typing is dropped and the 👀 reaction skipped.
+    discord_global_max_requests: int = Field(
+        default=50, ge=1, validation_alias=alias("DISCORD_GLOBAL_MAX_REQUESTS", "discord_global_max_requests")
+    )
+    discord_global_window_secs: float = Field(
+        default=1.0, gt=0, validation_alias=alias("DISCORD_GLOBAL_WINDOW_SECS", "discord_global_window_secs")
+    )
     # The typing indicator lasts ~10 s on Discord; it is refreshed this often while a turn runs.
     discord_typing_interval_secs: float = Field(
         default=8.0, gt=0, validation_alias=alias("DISCORD_TYPING_INTERVAL_SECS", "discord_typing_interval_secs")
@@ -54,6 +62,11 @@ class DiscordSettings(SettingsBase):
     # Reaction added to a message the bot has taken on; empty for none.
     discord_ack_reaction: str = Field(
         default="👀", validation_alias=alias("DISCORD_ACK_REACTION", "discord_ack_reaction")
+    )
+    # The bot adds 👍 and 👎 to the last message of each finished answer; a user's click on one is stored as feedback
+    # (``threadline feedback``). Users' 👍/👎 on answers count either way.
+    discord_feedback_reactions: bool = Field(
+        default=True, validation_alias=alias("DISCORD_FEEDBACK_REACTIONS", "discord_feedback_reactions")
     )
 
     @field_validator("discord_command_guilds", mode="before")

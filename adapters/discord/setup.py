@@ -53,12 +53,15 @@ def configure_endpoints(settings: DiscordSettings) -> None:
 
 
 def gateway_intents() -> discord.Intents:
-    """Guilds (channels, threads), guild and DM messages, and the privileged Message Content intent."""
+    """Guilds (channels, threads), guild and DM messages, the privileged Message Content intent, and guild and DM
+    reactions (⏹ stops an answer, 👍/👎 rate one; not privileged: no portal toggle)."""
     intents = discord.Intents.none()
     intents.guilds = True
     intents.guild_messages = True
     intents.dm_messages = True
     intents.message_content = True
+    intents.guild_reactions = True
+    intents.dm_reactions = True
     return intents
 
 

@@ -1,7 +1,8 @@
 """Native Discord voice messages out: the waveform, and the raw route discord.py 2.7 has no API for.
 
 A voice message is a message with flag IS_VOICE_MESSAGE (8192), no text, and exactly one Ogg/Opus attachment
-whose metadata carries ``duration_secs`` and ``waveform`` (base64 of up to 256 amplitude bytes).
+whose metadata carries ``duration_secs`` and ``waveform`` (base64 of up to 256 amplitude bytes). Like every
+message the bot creates it carries a ``nonce`` with ``enforce_nonce``, so a retried send posts it once.
 """
 
 from __future__ import annotations
@@ -70,14 +71,18 @@ def voice_metadata(ogg: bytes, duration_secs: float | None = None) -> tuple[floa
     return round(duration, 2), base64.b64encode(waveform_bytes(levels, duration)).decode()
 
 
-def voice_message_form(ogg: bytes, duration_secs: float, waveform: str) -> tuple[list[dict[str, Any]], discord.File]:
+def voice_message_form(
+    ogg: bytes, duration_secs: float, waveform: str, nonce: str | None = None
+) -> tuple[list[dict[str, Any]], discord.File]:
     """The multipart form discord.py's HTTPClient.request sends, built like handle_message_parameters does."""
     file = discord.File(io.BytesIO(ogg), filename=VOICE_FILENAME)
-    payload = {
+    payload: dict[str, Any] = {
         "flags": VOICE_MESSAGE_FLAG,
         "attachments": [{"id": 0, "filename": VOICE_FILENAME, "duration_secs": duration_secs, "waveform": waveform}],
         "allowed_mentions": {"parse": []},
     }
+    if nonce is not None:
+        payload |= {"nonce": nonce, "enforce_nonce": True}
     form: list[dict[str, Any]] = [
         {"name": "payload_json", "value": json.dumps(payload)},
         {"name": "files[0]", "value": file.fp, "filename": VOICE_FILENAME, "content_type": "audio/ogg"},
@@ -86,11 +91,11 @@ def voice_message_form(ogg: bytes, duration_secs: float, waveform: str) -> tuple
 
 
 async def send_voice_message(
-    http: discord.http.HTTPClient, channel_id: int, ogg: bytes, duration_secs: float | None
+    http: discord.http.HTTPClient, channel_id: int, ogg: bytes, duration_secs: float | None, *, nonce: str | None = None
 ) -> dict[str, Any]:
     """POST the voice message; returns Discord's message payload. Raises VoiceMessageError or HTTPException."""
     duration, waveform = await asyncio.to_thread(voice_metadata, ogg, duration_secs)
-    form, file = voice_message_form(ogg, duration, waveform)
+    form, file = voice_message_form(ogg, duration, waveform, nonce)
     route = discord.http.Route("POST", "/channels/{channel_id}/messages", channel_id=channel_id)
     try:
         return await http.request(route, form=form, files=[file])  # type: ignore[no-any-return]

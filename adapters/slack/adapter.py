@@ -5,6 +5,10 @@ Socket Mode (``SLACK_APP_TOKEN``) is the default. HTTP mode serves Slack's Event
 are set. Listeners only convert, submit and return: bolt acks every event at once, and the turn runs in the
 turn handler's lane for that thread.
 
+Agent messaging (2026): each turn moves the thread's agent session to ``processing`` (Slack's stop button) and back
+to ``active``; ``agent_session_stopped`` stops the running answer through the gateway. Every final answer carries
+feedback buttons, whose clicks (``block_actions``) are acked at once and stored through the gateway.
+
 Commands: ``/threadline help|model|usage`` answer privately to whoever typed them (``model`` applies to the
 channel). Slack does not allow slash commands inside threads, so a thread is reset by replying ``reset`` in it
 (``@threadline reset`` in channels); ``/threadline reset`` explains that.
@@ -16,12 +20,17 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable
+from datetime import UTC, date, datetime
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.authorization.async_authorize import AsyncAuthorize
+from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -30,16 +39,23 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.budget import SlackBudget
 from adapters.slack.convert import (
+    DEFAULT_BOT_NAME,
+    FEEDBACK_ACTION_ID,
     SLASH_RESET_HELP,
     BotIdentity,
     Ignored,
     SlackMessage,
     SlashCommand,
     assistant_thread,
+    feedback_click,
+    messages_tab_opened,
     missing_scopes,
     parse_event,
     parse_slash_command,
+    session_stopped,
+    short_title,
     should_answer,
     suggested_prompts,
     thread_title,
@@ -47,7 +63,7 @@ from adapters.slack.convert import (
 from adapters.slack.files import SlackFiles
 from adapters.slack.http_guard import RequestGuard
 from adapters.slack.settings import SlackSettings
-from adapters.slack.stream import ReplyTarget, SlackReply, StreamOptions
+from adapters.slack.stream import SESSION_METHOD, AgentSession, ReplyTarget, SlackReply, StreamOptions
 from bot.errors import StartupError
 from bot.gateway import Gateway
 from bot.replies import TextReply
@@ -81,10 +97,54 @@ def _error(exc: SlackApiError) -> str:
     return str(exc.response.get("error", "unknown_error"))
 
 
+def _utc_today() -> date:
+    return datetime.now(UTC).date()
+
+
+class KnownIdentity(AsyncAuthorize):
+    """bolt's authorization from the ``auth.test`` made at start-up. bolt's own calls ``auth.test`` for every event
+    until its cache fills (76 calls for 100 simultaneous mentions in one measured run); this makes it one call."""
+
+    def __init__(self) -> None:
+        self.result = AuthorizeResult(enterprise_id=None, team_id=None)  # no token until start-up's auth.test
+
+    async def __call__(
+        self,
+        *,
+        context: AsyncBoltContext,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None,
+        actor_enterprise_id: str | None = None,
+        actor_team_id: str | None = None,
+        actor_user_id: str | None = None,
+    ) -> AuthorizeResult:
+        return self.result
+
+
+class OncePerDay:
+    """Who was shown the suggested prompts today (UTC), so opening the Messages tab again doesn't repeat them.
+    Kept in memory and forgotten at the next day: a restart may show them once more."""
+
+    def __init__(self, today: Callable[[], date]) -> None:
+        self._today = today
+        self._day: date | None = None
+        self._seen: set[tuple[str, str]] = set()
+
+    def first_today(self, team_id: str, user: str) -> bool:
+        day = self._today()
+        if day != self._day:
+            self._day, self._seen = day, set()
+        if (team_id, user) in self._seen:
+            return False
+        self._seen.add((team_id, user))
+        return True
+
+
 class SlackAdapter:
     name = "slack"
 
-    def __init__(self, gateway: Gateway, settings: SlackSettings) -> None:
+    def __init__(self, gateway: Gateway, settings: SlackSettings, *, today: Callable[[], date] = _utc_today) -> None:
         self.gateway = gateway
         self.settings = settings
         self.client = build_client(settings, gateway.http)
@@ -96,21 +156,32 @@ class SlackAdapter:
             max_bytes=gateway.max_attachment_bytes,
         )
         self.http_mode = http_mode(settings)
+        self._authorize = KnownIdentity()
         self.app = AsyncApp(
-            client=self.client,
+            # bolt takes the token from ``authorize`` (its client must have none, or bolt calls auth.test itself).
+            client=AsyncWebClient(
+                base_url=settings.slack_api_url, session=gateway.http, retry_handlers=retry_handlers()
+            ),
+            authorize=self._authorize,
             signing_secret=_secret(settings.slack_signing_secret),
             request_verification_enabled=self.http_mode,
             process_before_response=False,
         )
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_message)
-        self.app.event("assistant_thread_started")(self._on_assistant_thread_started)
+        self.app.event("assistant_thread_started")(self._on_assistant_thread_started)  # apps on assistant_view
         self.app.event("assistant_thread_context_changed")(self._ignore)
+        self.app.event("app_home_opened")(self._on_home_opened)  # agent_view: the Messages tab opened
+        self.app.event("app_context_changed")(self._on_context_changed)
+        self.app.event("agent_session_stopped")(self._on_session_stopped)
+        self.app.action(FEEDBACK_ACTION_ID)(self._on_feedback)
         self.app.command("/threadline")(self._on_command)
         self.guard = RequestGuard(path=EVENTS_PATH, signing_secret=_secret(settings.slack_signing_secret), logger=log)
         if self.http_mode:
             self.app.error(self.guard.bolt_error)
         self._options = StreamOptions.from_settings(settings)
+        self.budget = SlackBudget(window=settings.slack_rate_window_secs)  # every answer's Slack calls draw on it
+        self._prompts_shown = OncePerDay(today)
         self.identity: BotIdentity | None = None
         self.http_port: int | None = None
         self.ready = asyncio.Event()
@@ -118,6 +189,7 @@ class SlackAdapter:
         self._socket: AsyncSocketModeHandler | None = None
         self._runner: web.AppRunner | None = None
         self._no_status_channels: set[str] = set()
+        self._no_session_workspaces: set[str] = set()  # Slack refused agent sessions there: not asked again
 
     # --- lifecycle -------------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -161,6 +233,12 @@ class SlackAdapter:
             user_id=str(response.get("user_id", "")),
             bot_id=str(response.get("bot_id", "")),
             team_id=str(response.get("team_id", "")),
+            name=str(response.get("user") or DEFAULT_BOT_NAME),
+        )
+        self._authorize.result = AuthorizeResult.from_auth_test_response(
+            auth_test_response=response,
+            bot_token=_secret(self.settings.slack_bot_token),
+            bot_scopes=response.headers.get("x-oauth-scopes"),
         )
         log.info("Slack: connected as %s in team %s", identity.user_id, identity.team_id)
         return identity
@@ -214,13 +292,22 @@ class SlackAdapter:
     async def _ignore(self) -> None:
         return None
 
+    async def _on_context_changed(self) -> None:
+        """agent_view tells what the person looks at; threadline answers from the thread alone."""
+        log.debug("ignored a Slack app_context_changed event")
+
     async def _on_event(self, body: dict[str, Any], event_type: str) -> None:
         identity = self.identity
         if identity is None:
             return
         message = parse_event(body, identity)
         if isinstance(message, Ignored):  # edits and deletions too: an answer in progress just goes on
-            log.debug("ignored a Slack %s event: %s", event_type, message.reason)
+            log.log(
+                logging.INFO if message.notable else logging.DEBUG,
+                "ignored a Slack %s event: %s",
+                event_type,
+                message.reason,
+            )
             return
         try:
             await self._handle(message, event_type)
@@ -252,7 +339,9 @@ class SlackAdapter:
             attachments=tuple(self.files.attachment(file) for file in files),
             is_dm=message.is_dm,
         )
-        submission = await self.gateway.submit(incoming, self._reply_for(message))
+        # The thread's first turn creates its agent session, titled after the message.
+        reply = self._reply_for(message, title=None if owned else thread_title(message))
+        submission = await self.gateway.submit(incoming, reply)
         if submission.accepted and message.is_dm and not owned:
             await self._set_title(message)
 
@@ -286,18 +375,20 @@ class SlackAdapter:
             recipient_user_id=command.user,
             recipient_team_id=command.team_id,
         )
-        await self.gateway.submit(incoming, self._reply_to(target, is_dm=command.is_dm))
+        reply = self._reply_to(target, is_dm=command.is_dm, team_id=command.team_id, title=short_title(prompt))
+        await self.gateway.submit(incoming, reply)
 
-    def _reply_for(self, message: SlackMessage) -> SlackReply:
+    def _reply_for(self, message: SlackMessage, *, title: str | None = None) -> SlackReply:
         target = ReplyTarget(
             channel=message.channel,
             thread_ts=message.root_ts,
             recipient_user_id=message.user,
             recipient_team_id=message.user_team,
         )
-        return self._reply_to(target, is_dm=message.is_dm)
+        return self._reply_to(target, is_dm=message.is_dm, team_id=message.team_id, title=title)
 
-    def _reply_to(self, target: ReplyTarget, *, is_dm: bool) -> SlackReply:
+    def _reply_to(self, target: ReplyTarget, *, is_dm: bool, team_id: str, title: str | None = None) -> SlackReply:
+        """The reply of one answer. ``title`` names the thread's agent session when this turn creates it."""
         channel, thread_ts = target.channel, target.thread_ts
 
         async def upload(part: OutgoingFile) -> bool:
@@ -310,9 +401,56 @@ class SlackAdapter:
             target=target,
             options=self._options,
             upload=upload,
+            budget=self.budget.workspace(team_id),
             status_enabled=is_dm or channel not in self._no_status_channels,
             on_status_unavailable=None if is_dm else self._no_status_channels.add,
+            session=self._session_for(team_id, title),
         )
+
+    def _session_for(self, team_id: str, title: str | None) -> AgentSession | None:
+        """The answer's agent session, unless Slack refused sessions in this workspace before."""
+        if team_id in self._no_session_workspaces:
+            return None
+
+        def refused(reason: str) -> None:
+            self._no_session_workspaces.add(team_id)
+
+        return AgentSession(title=title, on_refused=refused)
+
+    async def _on_session_stopped(self, body: dict[str, Any]) -> None:
+        """Someone pressed the stop button (bolt has acked). The running answer ends with "(stopped)" through its
+        own reply. With nothing running, nothing is posted; the session goes back to active, since a turn cut
+        short by a restart can leave it processing."""
+        identity = self.identity
+        stopped = session_stopped(body, identity.team_id if identity else "")
+        if stopped is None:
+            log.info("ignored an agent_session_stopped event that names no thread")
+            return
+        if await self.gateway.stop(stopped.key):
+            return
+        team, channel = stopped.key.workspace, stopped.key.channel
+        if team in self._no_session_workspaces:
+            return
+        await self.budget.workspace(team).acquire(SESSION_METHOD, channel=channel)
+        try:
+            await self.client.agents_sessions_setStatus(
+                channel_id=channel, thread_ts=stopped.key.thread, status="active"
+            )
+        except (SlackApiError, SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+            log.info("could not move the stopped session in %s back to active (%s)", channel, type(exc).__name__)
+
+    async def _on_feedback(self, ack: Any, body: dict[str, Any]) -> None:
+        """A click on an answer's feedback buttons: acked first (Slack wants it within 3 s), then stored."""
+        await ack()
+        identity = self.identity
+        click = feedback_click(body, identity.team_id if identity else "")
+        if click is None:
+            log.info("ignored a feedback click that names no answer")
+            return
+        try:
+            await self.gateway.feedback(click.key, turn=click.turn, user=click.user, value=click.value)
+        except Exception:
+            log.exception("could not keep the feedback on an answer in %s", click.key)
 
     async def _thread_command(self, message: SlackMessage, line: str) -> None:
         """``reset`` or ``voice on|off`` as the whole text of a message in a thread: it applies to that thread."""
@@ -349,6 +487,26 @@ class SlackAdapter:
             )
         except SlackApiError as exc:
             log.warning("could not show suggested prompts in %s (%s)", channel, _error(exc))
+
+    async def _on_home_opened(self, body: dict[str, Any]) -> None:
+        """agent_view's start of a conversation is the Messages tab opening. Its prompts are set on the DM itself:
+        Slack documents ``thread_ts`` as for assistant_view apps only (an agent app's call with it silently fails;
+        without it the prompts sit at the top of the conversation). At most once per person per day."""
+        opened = messages_tab_opened(body)
+        prompts = suggested_prompts(self.settings.slack_suggested_prompts)
+        if opened is None or not prompts:
+            return
+        if not opened.channel:
+            log.info("the Messages tab opened without naming its DM (user %s); no suggested prompts", opened.user)
+            return
+        if not self._prompts_shown.first_today(opened.team_id, opened.user):
+            return
+        try:
+            await self.client.assistant_threads_setSuggestedPrompts(
+                channel_id=opened.channel, title=SUGGESTED_PROMPTS_TITLE, prompts=prompts
+            )
+        except SlackApiError as exc:
+            log.warning("could not show suggested prompts in %s (%s)", opened.channel, _error(exc))
 
     async def _on_command(self, ack: Any, body: dict[str, Any]) -> None:
         command = parse_slash_command(body)

@@ -43,7 +43,12 @@ FILES_READ_MISSING = (
 
 THREAD_COMMANDS = frozenset({"reset", "voice on", "voice off"})
 
-_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+# A canvas shared as a file: its download is an HTML page, which would otherwise read as a missing files:read.
+CANVAS_FILETYPES = frozenset({"canvas", "quip"})
+CANVAS_MIMETYPE = "application/vnd.slack-docs"
+CANVAS_UNREADABLE = "it is a canvas, and I can't read canvases yet. Paste its text here and I'll work with that."
+DEFAULT_BOT_NAME = "threadline"
+
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # Slack ids and timestamps; never ":" (thread keys split on it)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 TITLE_LIMIT = 80
@@ -57,6 +62,7 @@ class BotIdentity:
     user_id: str
     bot_id: str
     team_id: str
+    name: str = DEFAULT_BOT_NAME  # auth.test's ``user``: a mention inside a sentence becomes this name
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +148,10 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def is_canvas(raw: dict[str, Any]) -> bool:
+    return _text(raw.get("filetype")) in CANVAS_FILETYPES or _text(raw.get("mimetype")).lower() == CANVAS_MIMETYPE
+
+
 def file_from_payload(raw: dict[str, Any]) -> SlackFile:
     size = _number(raw.get("size"))
     duration_ms = _number(raw.get("duration_ms"))
@@ -155,21 +165,23 @@ def file_from_payload(raw: dict[str, Any]) -> SlackFile:
         external=raw.get("is_external") is True,
         voice=raw.get("subtype") == "slack_audio",
         duration_secs=duration_ms / 1000 if duration_ms is not None else None,
+        problem=CANVAS_UNREADABLE if is_canvas(raw) else "",
     )
 
 
-def _strip_mentions(text: str, bot_user_id: str) -> tuple[str, bool]:
-    found = False
-
-    def replace(match: re.Match[str]) -> str:
-        nonlocal found
-        if match.group(1) == bot_user_id:
-            found = True
-            return ""
-        return match.group(0)
-
-    cleaned = _MENTION.sub(replace, text)
-    return re.sub(r"[ \t]{2,}", " ", cleaned).strip(), found
+def _strip_mentions(text: str, bot: BotIdentity) -> tuple[str, bool]:
+    """The text without the bot's own mention where it only addresses the bot (at the start, or after a comma at
+    the end: "<@BOT>, can you…", "thanks, <@BOT>!"); inside a sentence it becomes the bot's name ("count on
+    <@BOT> for…" → "count on threadline for…"), so the sentence still reads. Other mentions are kept."""
+    if not bot.user_id:
+        return re.sub(r"[ \t]{2,}", " ", text).strip(), False
+    mention = rf"<@{re.escape(bot.user_id)}(?:\|[^>]*)?>"
+    found = re.search(mention, text) is not None
+    if found:
+        text = re.sub(rf"^\s*(?:{mention}\s*[,:;.!?\-–—]*\s*)+", "", text)
+        text = re.sub(rf"\s*,\s*{mention}\s*(?=[.!?]*\s*$)", "", text)
+        text = re.sub(mention, lambda _: bot.name, text)
+    return re.sub(r"[ \t]{2,}", " ", text).strip(), found
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +189,7 @@ class Ignored:
     """An event that is not a person's message for the bot, and why (for a debug line; never payload text)."""
 
     reason: str
+    notable: bool = False  # worth an INFO line: someone meant the bot, but it does not answer there
 
 
 def parse_event(body: Any, bot: BotIdentity) -> SlackMessage | Ignored:
@@ -190,6 +203,8 @@ def parse_event(body: Any, bot: BotIdentity) -> SlackMessage | Ignored:
     if kind not in ("app_mention", "message"):
         return Ignored("not a message event")
     subtype = event.get("subtype")
+    if subtype == "document_mention":
+        return Ignored("a mention inside a canvas (document_mention)", notable=True)
     if subtype is not None and not (isinstance(subtype, str) and subtype in USER_SUBTYPES):
         return Ignored("a subtype that is not a person talking (edit, deletion, join, bot post…)")
     user = _id(event.get("user"))
@@ -201,7 +216,7 @@ def parse_event(body: Any, bot: BotIdentity) -> SlackMessage | Ignored:
     if not channel or not ts:
         return Ignored("no channel or ts")
     files = event.get("files")
-    text, mentioned = _strip_mentions(_text(event.get("text")), bot.user_id)
+    text, mentioned = _strip_mentions(_text(event.get("text")), bot)
     team_id = _id(body.get("team_id")) or bot.team_id
     return SlackMessage(
         # The workspace the app is installed in (in Slack Connect, event["team"] can be the sender's).
@@ -270,11 +285,16 @@ def display_origin(url: str) -> str:
 
 
 def thread_title(message: SlackMessage) -> str:
-    """A short title for an assistant thread, from its first message."""
-    text = " ".join(message.text.split())
-    if not text and message.files:
+    """A short title for an assistant thread or agent session, from its first message."""
+    text = message.text
+    if not text.strip() and message.files:
         text = ", ".join(f.name for f in message.files)
-    text = text or "New conversation"
+    return short_title(text)
+
+
+def short_title(text: str) -> str:
+    """One line of at most ``TITLE_LIMIT`` characters ("New conversation" for none)."""
+    text = " ".join(text.split()) or "New conversation"
     return text if len(text) <= TITLE_LIMIT else text[: TITLE_LIMIT - 1].rstrip() + "…"
 
 
@@ -298,6 +318,95 @@ def assistant_thread(body: dict[str, Any]) -> tuple[str, str] | None:
         return None
     channel, ts = _id(thread.get("channel_id")), _id(thread.get("thread_ts"))
     return (channel, ts) if channel and ts else None
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesTabOpened:
+    """Someone opened the bot's Messages tab: with ``agent_view`` this replaces ``assistant_thread_started``."""
+
+    team_id: str
+    user: str
+    channel: str  # the DM, or "" when the event does not name it
+
+
+def messages_tab_opened(body: Any) -> MessagesTabOpened | None:
+    """An ``app_home_opened`` event for the Messages tab, or None (the Home or About tab, no user)."""
+    event = body.get("event") if isinstance(body, dict) else None
+    if not isinstance(event, dict) or event.get("type") != "app_home_opened" or event.get("tab") != "messages":
+        return None
+    user = _id(event.get("user"))
+    if not user:
+        return None
+    return MessagesTabOpened(team_id=_id(body.get("team_id")), user=user, channel=_id(event.get("channel")))
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStopped:
+    """Someone pressed the stop button of a thread's agent session (``agent_session_stopped``)."""
+
+    key: ThreadKey
+    streaming: tuple[str, ...]  # the messages that were streaming then (``streaming_message_ts``)
+
+
+def session_stopped(body: Any, default_team: str) -> SessionStopped | None:
+    """The thread an ``agent_session_stopped`` event stops, or None for anything else or a malformed one."""
+    event = _object(body.get("event")) if isinstance(body, dict) else {}
+    if event.get("type") != "agent_session_stopped":
+        return None
+    channel, thread = _id(event.get("channel")), _id(event.get("thread_ts"))
+    if not channel or not thread:
+        return None
+    team = _id(body.get("team_id")) or default_team
+    listed = event.get("streaming_message_ts")
+    streaming = tuple(ts for ts in map(_id, listed) if ts) if isinstance(listed, list) else ()
+    return SessionStopped(ThreadKey(PLATFORM, team, channel, thread), streaming)
+
+
+# The action id of the feedback buttons under every final answer, and the values of its two buttons.
+FEEDBACK_ACTION_ID = "threadline_feedback"
+FEEDBACK_VALUES = frozenset({"good", "bad"})
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackClick:
+    """A person's 👍 or 👎 on one answer: the answer is the message (``turn``, its ts) the buttons sit on."""
+
+    key: ThreadKey
+    turn: str
+    user: str
+    value: str  # "good" or "bad"
+
+
+def feedback_click(body: Any, default_team: str) -> FeedbackClick | None:
+    """The click in a ``block_actions`` payload on an answer's feedback buttons, or None (another action, a
+    message outside a thread, a value the buttons never carry)."""
+    if not isinstance(body, dict) or body.get("type") != "block_actions":
+        return None
+    actions = body.get("actions")
+    action = (
+        next(
+            (a for a in actions if isinstance(a, dict) and a.get("action_id") == FEEDBACK_ACTION_ID),
+            None,
+        )
+        if isinstance(actions, list)
+        else None
+    )
+    value = action.get("value") if action is not None else None
+    if not isinstance(value, str) or value not in FEEDBACK_VALUES:
+        return None
+    message, container = _object(body.get("message")), _object(body.get("container"))
+    channel = _id(_object(body.get("channel")).get("id")) or _id(container.get("channel_id"))
+    turn = _id(message.get("ts")) or _id(container.get("message_ts"))
+    thread = _id(message.get("thread_ts")) or _id(container.get("thread_ts"))
+    user = _id(_object(body.get("user")).get("id"))
+    if not (channel and turn and thread and user):
+        return None
+    team = _id(_object(body.get("team")).get("id")) or default_team
+    return FeedbackClick(ThreadKey(PLATFORM, team, channel, thread), turn=turn, user=user, value=value)
 
 
 def missing_scopes(granted_header: str | None) -> list[str]:

@@ -43,11 +43,17 @@ class SlackSettings(SettingsBase):
     slack_update_interval_secs: float = Field(
         default=1.25, ge=0, validation_alias=alias("SLACK_UPDATE_INTERVAL_SECS", "slack_update_interval_secs")
     )
+    # Slack counts its rate tiers per minute; every answer in a workspace shares one budget over this window
+    # (adapters/slack/budget.py). Only tests and benches against a fake Slack shrink it.
+    slack_rate_window_secs: float = Field(
+        default=60.0, gt=0, validation_alias=alias("SLACK_RATE_WINDOW_SECS", "slack_rate_window_secs")
+    )
     # Longer answers are split into several messages of at most this many characters.
     slack_message_limit: int = Field(
         default=3900, ge=100, le=12000, validation_alias=alias("SLACK_MESSAGE_LIMIT", "slack_message_limit")
     )
-    # Suggested prompts shown when someone opens a new assistant thread; empty for none.
+    # Suggested prompts shown when someone opens the Messages tab (at most once a day) or a new assistant thread;
+    # empty for none.
     slack_suggested_prompts: CommaList = Field(
         default_factory=lambda: [
             "Summarize a document I attach",

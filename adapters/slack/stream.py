@@ -7,6 +7,11 @@ mid-answer (``message_not_in_streaming_state``), continues as one posted message
 the same ts, so nothing already shown is lost or repeated. When the live message outgrows the limit it is cut
 with ``bot.text_split.split_message`` (paragraph boundaries, code fences never broken) and the rest continues in
 a new message; at the end every message is reconciled to exactly ``split_message(answer)``.
+
+Slack's agent messaging (2026) on top: the thread's agent session goes to ``processing`` when the turn starts (which
+gives people Slack's stop button) and back to ``active`` when it ends; tool work shows as ``task_update`` chunks in
+the stream; and the answer's last message carries feedback buttons. Each degrades on its own where Slack refuses
+it: no session (the status line alone, as before), steps on the status line, an answer without buttons.
 """
 
 from __future__ import annotations
@@ -17,16 +22,19 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.budget import WorkspaceBudget
+from adapters.slack.convert import FEEDBACK_ACTION_ID
 from adapters.slack.settings import SlackSettings
 from bot.audio_encode import AudioFormat
 from bot.text_split import split_message
-from bot.types import OutgoingFile
+from bot.types import OutgoingFile, TaskStep
 
 log = logging.getLogger("threadline.slack.stream")
 
@@ -34,6 +42,47 @@ Uploader = Callable[[OutgoingFile], Awaitable[bool]]
 
 _FENCE_LINE = re.compile(r"^\s*(`{3,}|~{3,})\s*$")
 EMPTY_ANSWER = "_(The model returned an empty answer.)_"
+
+SESSION_METHOD = "agents.sessions.setStatus"
+TASK_DISPLAY_MODE = "timeline"  # each step as its own line in the message, rather than one plan
+# Errors that mean this workspace has no agent sessions for the app (an older app, a missing scope…).
+SESSION_REFUSALS = frozenset(
+    {"unknown_method", "not_allowed", "missing_scope", "not_allowed_token_type", "method_deprecated"}
+)
+# The session works but its stop button cannot: the app is not subscribed to agent_session_stopped.
+SESSION_UNSTOPPABLE = "missing_agent_session_stopped_event_subscription"
+CHUNK_REFUSALS = frozenset({"invalid_chunks", "invalid_arguments"})  # a stream that takes text only
+# A final message refused with its buttons or session status (blocks or arguments the workspace doesn't know).
+FINALS_REFUSALS = frozenset({"invalid_blocks", "invalid_blocks_format", "invalid_arguments"})
+
+
+def feedback_blocks() -> list[dict[str, Any]]:
+    """Slack's feedback buttons (a ``context_actions`` block holding ``feedback_buttons``); a click comes back as
+    ``block_actions`` with the button's value, ``good`` or ``bad``."""
+
+    def button(emoji: str, label: str, value: str) -> dict[str, Any]:
+        return {"text": {"type": "plain_text", "text": emoji}, "accessibility_label": label, "value": value}
+
+    buttons = {
+        "type": "feedback_buttons",
+        "action_id": FEEDBACK_ACTION_ID,
+        "positive_button": button("👍", "Good answer", "good"),
+        "negative_button": button("👎", "Bad answer", "bad"),
+    }
+    return [{"type": "context_actions", "elements": [buttons]}]
+
+
+def _error(exc: SlackApiError) -> str:
+    return str(exc.response.get("error", "unknown_error"))
+
+
+def _warnings(response: Any) -> set[str]:
+    """A successful call's warnings (``warning``, and ``response_metadata.warnings``)."""
+    found = {str(response.get("warning") or "")}
+    metadata = response.get("response_metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("warnings"), list):
+        found.update(str(w) for w in metadata["warnings"])
+    return found - {""}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +93,16 @@ class ReplyTarget:
     thread_ts: str
     recipient_user_id: str
     recipient_team_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSession:
+    """The thread's agent session as one turn uses it. ``title`` names the session when this turn creates it (the
+    thread's first turn); ``on_refused`` hears once that Slack refused sessions, so the adapter stops asking in
+    that workspace."""
+
+    title: str | None = None
+    on_refused: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +175,18 @@ class SlackReply:
         target: ReplyTarget,
         options: StreamOptions,
         upload: Uploader,
+        budget: WorkspaceBudget,
         status_enabled: bool = True,
         on_status_unavailable: Callable[[str], None] | None = None,
+        session: AgentSession | None = None,
+        feedback: bool = True,
     ) -> None:
         self._client = client
         self._target = target
         self._opts = options
         self._upload = upload
+        self._budget = budget  # shared with every answer in the workspace
+        self._reserved: str | None = None  # a method whose slot the live flush already holds
         self._native = options.native
         self._run = _TextRun()
         self._lock = asyncio.Lock()
@@ -136,6 +200,14 @@ class SlackReply:
         self._on_status_unavailable = on_status_unavailable
         self._status = ""
         self._status_pending = False  # a status was set after the newest message: clear it at the end
+        self._session = session  # None: no agent session (none wanted, or Slack refused it)
+        self._session_asked = False
+        self._session_open = False  # processing was (or may have been) set: the end moves it back to active
+        self._steps_native = True  # steps go into the stream as task_update chunks while Slack takes them
+        self._feedback = feedback
+        self._feedback_shown = False
+        self._turn = False  # a model turn's answer (it set a status), not a short reply such as the help text
+        self._last_text: _Message | None = None  # the newest settled message with text: buttons go there
 
     # --- ReplyStream -----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -159,11 +231,27 @@ class SlackReply:
         if not uploaded:
             await self.append(f"_(I made {part.filename} but Slack would not take the upload.)_\n\n")
 
+    async def step(self, step: TaskStep) -> None:
+        """A ``task_update`` chunk in the native stream ("Running code", in progress, then complete). Where the
+        answer cannot carry chunks (posted and edited, or Slack refuses them), a started step is the status line."""
+        self._raise_background_error()
+        if self._closed:
+            return
+        if self._steps_native and await self._stream_step(step):
+            return
+        if not step.done:
+            await self.set_status(step.status)
+
     async def preview(self, part: OutgoingFile) -> None:
         """Slack files can't be replaced in place, so a preview is a status line; the final image is uploaded."""
         await self.set_status("drawing… (a first sketch is ready)")
 
     async def set_status(self, status: str) -> None:
+        """The status line ("is thinking…"). The engine's first call of a turn is a status, so that is when the
+        agent session goes to processing; short replies that set none (help, refusals) open no session and get
+        no feedback buttons."""
+        self._turn = True
+        await self._open_session()
         if not self._status_enabled or status == self._status or self._closed:
             return
         self._status = status
@@ -192,9 +280,12 @@ class SlackReply:
         self._cancel_sleeping_timer()
         async with self._lock:
             self._closed = True
-            await self._settle_run(self._run)
+            await self._settle_run(self._run, final=True)
             if not self._posted:
-                await self._post(EMPTY_ANSWER)
+                await self._post(EMPTY_ANSWER, final=True)
+            elif self._buttons_wanted:
+                await self._decorate_last_text()  # the answer ended with a file: the buttons go on its last text
+        await self._close_session()
         await self._clear_status()
 
     async def fail(self, message: str) -> None:
@@ -206,6 +297,7 @@ class SlackReply:
             except Exception:
                 log.exception("could not finish the partial answer in %s", self._target.channel)
             await self._post(f"⚠️ {message}")
+        await self._close_session()
         await self._clear_status()
 
     # --- scheduling ------------------------------------------------------------------------------------------
@@ -256,11 +348,43 @@ class SlackReply:
     async def _flush_live(self, run: _TextRun) -> None:
         if not run.messages:
             run.messages.append(_Message())
-        text = run.live_text()
-        if len(text) > self._opts.limit:
-            await self._roll_over(run)
-        else:
-            await self._push(run.messages[-1], text)
+        method = self._live_method(run.messages[-1])
+        # Wait for the workspace's budget before reading the text: what arrives meanwhile goes into this call.
+        await self._budget.acquire(method, channel=self._target.channel)
+        self._reserved = method
+        try:
+            text = run.live_text()
+            if len(text) > self._opts.limit:
+                await self._roll_over(run)
+            else:
+                await self._push(run.messages[-1], text)
+        finally:
+            self._reserved = None
+
+    def _live_method(self, message: _Message) -> str:
+        """The call the next push of the live message makes."""
+        if message.stream is not None:
+            return "chat.appendStream" if message.stream.ts else "chat.startStream"
+        if message.ts is not None:
+            return "chat.update"
+        return "chat.startStream" if self._starts_natively() else "chat.postMessage"
+
+    def _starts_natively(self) -> bool:
+        """Whether a new message starts a native stream. Once the workspace has spent Tier 2 on other answers, the
+        rest of this answer is posted and edited instead of waiting up to a minute for a start."""
+        channel = self._target.channel
+        reserved = self._reserved == "chat.startStream"
+        if self._native and not reserved and not self._budget.available("chat.startStream", channel=channel):
+            log.info("no chat.startStream budget left in %s; posting and editing instead", channel)
+            self._native = False
+        return self._native
+
+    async def _spend(self, method: str) -> None:
+        """Take one call's slot from the workspace's budget (the live flush may hold it already)."""
+        if self._reserved == method:
+            self._reserved = None
+            return
+        await self._budget.acquire(method, channel=self._target.channel)
 
     async def _roll_over(self, run: _TextRun) -> None:
         """The live message outgrew the limit: settle all but the last chunk, continue with the last."""
@@ -286,29 +410,74 @@ class SlackReply:
         """Show ``text`` in the live message: append to its stream, or post/edit it."""
         if text == message.shown or not text.strip():
             return
-        streaming = message.stream is not None or (self._native and message.ts is None)
+        streaming = message.stream is not None or (message.ts is None and self._starts_natively())
         if not (streaming and await self._stream_append(message, text)):
             await self._show(message, text)
 
-    async def _stream_append(self, message: _Message, text: str) -> bool:
+    async def _open_stream(self, message: _Message) -> AsyncChatStream:
         if message.stream is None:
             message.stream = await self._client.chat_stream(
                 channel=self._target.channel,
                 thread_ts=self._target.thread_ts,
                 recipient_user_id=self._target.recipient_user_id,
                 recipient_team_id=self._target.recipient_team_id,
+                task_display_mode=TASK_DISPLAY_MODE,
                 buffer_size=1,  # threadline coalesces by time itself; every append is one API call
             )
-        is_new = message.stream.ts is None
+        return message.stream
+
+    async def _stream_append(self, message: _Message, text: str) -> bool:
+        stream = await self._open_stream(message)
+        is_new = stream.ts is None
+        await self._spend("chat.startStream" if is_new else "chat.appendStream")
         try:
-            await message.stream.append(markdown_text=text[len(message.shown) :])
+            await stream.append(markdown_text=text[len(message.shown) :])
         except SlackApiError as exc:
             self._fall_back(message, exc)
             return False
-        message.ts = message.stream.ts
+        message.ts = stream.ts
         message.shown = text
         self._after_edit(message, self._opts.stream_interval, is_new=is_new)
         return True
+
+    async def _stream_step(self, step: TaskStep) -> bool:
+        """Send the step as a chunk of the live message's stream (starting one if need be); False where it can't
+        go there. Text that came before the step is pushed first, so the two keep their order."""
+        async with self._lock:
+            if self._closed:
+                return True
+            run = self._run
+            if self._has_pending():
+                await self._flush_live(run)
+            if not run.messages:
+                run.messages.append(_Message())
+            message = run.messages[-1]
+            if message.stream is None and not (message.ts is None and self._starts_natively()):
+                return False  # the live message is posted and edited: it has no chunks
+            stream = await self._open_stream(message)
+            is_new = stream.ts is None
+            await self._spend("chat.startStream" if is_new else "chat.appendStream")
+            chunk = {
+                "type": "task_update",
+                "id": step.id,
+                "title": step.title,
+                "status": "complete" if step.done else "in_progress",
+            }
+            try:
+                await stream.append(chunks=[chunk])
+            except SlackApiError as exc:
+                if _error(exc) not in CHUNK_REFUSALS:
+                    self._fall_back(message, exc)
+                    return False
+                self._steps_native = False
+                if stream.ts is None:
+                    message.stream = None  # it never started: the text starts its own stream later
+                log.info("Slack refused task steps in %s (%s); steps go on the status line", self._channel, _error(exc))
+                return False
+            message.ts = stream.ts
+            if is_new:
+                self._status_pending = False  # Slack clears the status line when the bot posts
+            return True
 
     def _fall_back(self, message: _Message, exc: SlackApiError) -> None:
         error = exc.response.get("error", "unknown_error")
@@ -324,21 +493,48 @@ class SlackReply:
         message.stream = None
         self._native = False
 
-    async def _show(self, message: _Message, text: str) -> None:
-        """Post the message once, then edit it in place, at least ``update_interval`` apart."""
+    async def _show(self, message: _Message, text: str, *, final: bool = False) -> None:
+        """Post the message once, then edit it in place, at least ``update_interval`` apart. The answer's ``final``
+        message gets the feedback buttons."""
         is_new = message.ts is None
-        if message.ts is None:
-            response = await self._client.chat_postMessage(
-                channel=self._target.channel, thread_ts=self._target.thread_ts, markdown_text=text
-            )
-            message.ts = str(response["ts"])
-        else:
+        if not is_new:
             wait = message.last_edit + self._opts.update_interval - asyncio.get_running_loop().time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            await self._client.chat_update(channel=self._target.channel, ts=message.ts, markdown_text=text)
+        with_buttons = final and self._feedback and self._turn
+        try:
+            await self._send(message, text, with_buttons=with_buttons)
+        except SlackApiError as exc:
+            if not with_buttons or _error(exc) not in FINALS_REFUSALS:
+                raise
+            self._refuse_feedback(exc)
+            await self._send(message, text, with_buttons=False)
+        else:
+            self._feedback_shown = self._feedback_shown or with_buttons
         message.shown = text
         self._after_edit(message, self._opts.update_interval, is_new=is_new)
+
+    async def _send(self, message: _Message, text: str, *, with_buttons: bool) -> None:
+        """One chat.postMessage or chat.update. Blocks don't mix with ``markdown_text``, so a message with buttons
+        holds its text in a markdown block (``text`` is the notification's fallback)."""
+        content: dict[str, Any] = {"markdown_text": text}
+        if with_buttons:
+            content = {"text": text, "blocks": [{"type": "markdown", "text": text}, *feedback_blocks()]}
+        if message.ts is None:
+            await self._spend("chat.postMessage")
+            response = await self._client.chat_postMessage(
+                channel=self._target.channel, thread_ts=self._target.thread_ts, **content
+            )
+            message.ts = str(response["ts"])
+        else:
+            await self._spend("chat.update")
+            await self._client.chat_update(channel=self._target.channel, ts=message.ts, **content)
+
+    def _refuse_feedback(self, exc: SlackApiError) -> None:
+        self._feedback = False
+        log.info(
+            "Slack refused the feedback buttons in %s (%s); the answer goes without them", self._channel, _error(exc)
+        )
 
     def _after_edit(self, message: _Message, interval: float, *, is_new: bool) -> None:
         now = asyncio.get_running_loop().time()
@@ -347,8 +543,9 @@ class SlackReply:
         if is_new:
             self._mark_new_message()
 
-    async def _stop_stream(self, message: _Message, text: str | None) -> None:
-        """End a native stream, appending ``text`` (which extends what is shown) if given."""
+    async def _stop_stream(self, message: _Message, text: str | None, *, final: bool = False) -> None:
+        """End a native stream, appending ``text`` (which extends what is shown) if given. The answer's ``final``
+        message ends with the feedback buttons, and moves the agent session back to active."""
         stream = message.stream
         if stream is None:
             return
@@ -356,12 +553,39 @@ class SlackReply:
         if stream.ts is None and not rest:
             message.stream = None  # never started: nothing to end
             return
+        finals: dict[str, Any] = {}
+        if final and self._feedback and self._turn:
+            finals["blocks"] = feedback_blocks()
+        if final and self._session_open:
+            finals["session_status"] = "active"
         is_new = stream.ts is None
+        if is_new:
+            await self._spend("chat.startStream")  # stop() starts the stream first
+        await self._spend("chat.stopStream")
         try:
-            await stream.stop(markdown_text=rest or None)
+            await stream.stop(markdown_text=rest or None, **finals)
         except SlackApiError as exc:
-            self._fall_back(message, exc)
-            return
+            if not (finals and stream.ts is not None and _error(exc) in FINALS_REFUSALS):
+                self._fall_back(message, exc)
+                return
+            # The buttons or the session status were refused: end the stream plainly, without buttons from here
+            # on (the session is moved by its own call at the end).
+            self._feedback = False
+            log.info(
+                "Slack refused the end of the answer in %s as sent (%s); ending it plainly", self._channel, _error(exc)
+            )
+            finals = {}
+            await self._spend("chat.stopStream")
+            try:
+                await self._client.chat_stopStream(
+                    channel=self._target.channel, ts=stream.ts, markdown_text=rest or None
+                )
+            except SlackApiError as again:
+                self._fall_back(message, again)
+                return
+        self._feedback_shown = self._feedback_shown or "blocks" in finals
+        if "session_status" in finals:
+            self._session_open = False
         message.ts = stream.ts
         message.stream = None
         if rest and text is not None:
@@ -369,21 +593,24 @@ class SlackReply:
         if is_new:
             self._mark_new_message()
 
-    async def _settle(self, run: _TextRun, index: int, text: str) -> None:
-        """Make message ``index`` of the run show exactly ``text`` and end any stream in it."""
+    async def _settle(self, run: _TextRun, index: int, text: str, *, final: bool = False) -> None:
+        """Make message ``index`` of the run show exactly ``text`` and end any stream in it; the answer's
+        ``final`` message gets its buttons."""
         if index == len(run.messages):
             run.messages.append(_Message())
         message = run.messages[index]
-        if message.settled and message.shown == text:
+        if message.settled and message.shown == text and not final:
             return
         if message.stream is not None:
             extends = text.startswith(message.shown)
-            await self._stop_stream(message, text if extends else None)
-        if message.ts is None or _normalised(message.shown) != _normalised(text):
-            await self._show(message, text)
+            await self._stop_stream(message, text if extends else None, final=final and extends)
+        buttons_missing = final and self._buttons_wanted
+        if message.ts is None or _normalised(message.shown) != _normalised(text) or buttons_missing:
+            await self._show(message, text, final=final)
         message.settled = True
 
-    async def _settle_run(self, run: _TextRun) -> None:
+    async def _settle_run(self, run: _TextRun, *, final: bool = False) -> None:
+        """End the run's messages as ``split_message`` cuts its text; with ``final``, its last one ends the answer."""
         if not run.raw.strip():
             for message in run.messages:
                 if message.stream is not None and message.stream.ts is not None:
@@ -391,20 +618,39 @@ class SlackReply:
             return
         chunks = split_message(run.raw, self._opts.limit)
         for index, chunk in enumerate(chunks):
-            await self._settle(run, index, chunk)
+            await self._settle(run, index, chunk, final=final and index == len(chunks) - 1)
         for extra in run.messages[len(chunks) :]:
             await self._delete(extra)
         del run.messages[len(chunks) :]
+        self._last_text = run.messages[-1]
+
+    async def _decorate_last_text(self) -> None:
+        """Put the buttons on the answer's last text message, settled before the file that ended the answer. Only
+        a nicety: a refusal leaves the answer as it is."""
+        message = self._last_text
+        if message is None or message.ts is None:
+            return
+        try:
+            await self._show(message, message.shown, final=True)
+        except SlackApiError as exc:
+            log.info("no feedback buttons on the answer in %s (%s)", self._channel, _error(exc))
+        except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+            log.info("no feedback buttons on the answer in %s (%s)", self._channel, type(exc).__name__)
 
     async def _delete(self, message: _Message) -> None:
         if message.stream is not None and message.stream.ts is not None:
             await self._stop_stream(message, None)
         ts = message.ts or (message.stream.ts if message.stream else None)
         if ts:
+            await self._spend("chat.delete")
             with contextlib.suppress(SlackApiError):
                 await self._client.chat_delete(channel=self._target.channel, ts=ts)
 
-    async def _post(self, text: str) -> None:
+    async def _post(self, text: str, *, final: bool = False) -> None:
+        if final:
+            await self._show(_Message(), text, final=True)
+            return
+        await self._spend("chat.postMessage")
         await self._client.chat_postMessage(
             channel=self._target.channel, thread_ts=self._target.thread_ts, markdown_text=text
         )
@@ -413,6 +659,68 @@ class SlackReply:
     def _mark_new_message(self) -> None:
         self._posted = True
         self._status_pending = False
+
+    @property
+    def _channel(self) -> str:
+        return self._target.channel
+
+    @property
+    def _buttons_wanted(self) -> bool:
+        """The answer of a model turn still lacks its feedback buttons (and Slack has not refused them)."""
+        return self._feedback and self._turn and not self._feedback_shown
+
+    # --- the agent session ---------------------------------------------------------------------------------
+    async def _open_session(self) -> None:
+        """The turn begins: the session goes to processing (Slack shows its stop button), titled on creation. Only
+        when a slot is free at once: a session is a nicety that must not hold the answer back."""
+        session = self._session
+        if session is None or self._session_asked or self._closed:
+            return
+        self._session_asked = True
+        if not self._budget.available(SESSION_METHOD, channel=self._channel):
+            log.info("no %s budget left; the answer in %s has no stop button", SESSION_METHOD, self._channel)
+            return
+        self._session_open = True  # from here the end moves it back, even if this call is cut short by a stop
+        await self._spend(SESSION_METHOD)
+        self._session_open = await self._set_session("processing", title=session.title)
+
+    async def _close_session(self) -> None:
+        """The turn is over: the session goes back to active, unless chat.stopStream already moved it."""
+        if not self._session_open:
+            return
+        self._session_open = False
+        await self._spend(SESSION_METHOD)
+        await self._set_session("active")
+
+    async def _set_session(self, status: str, *, title: str | None = None) -> bool:
+        """One agents.sessions.setStatus call; False when it did not take. Never raises: the answer goes on."""
+        try:
+            response = await self._client.agents_sessions_setStatus(
+                channel_id=self._channel, thread_ts=self._target.thread_ts, status=status, title=title
+            )
+        except SlackApiError as exc:
+            error = _error(exc)
+            if error in SESSION_REFUSALS:
+                self._refuse_sessions(error)
+            else:
+                log.info("could not set the agent session in %s to %s (%s)", self._channel, status, error)
+            return False
+        except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+            log.info("could not set the agent session in %s (%s)", self._channel, type(exc).__name__)
+            return False
+        if SESSION_UNSTOPPABLE in _warnings(response):
+            log.warning(
+                "Slack warns %s: subscribe the app to agent_session_stopped (manifest.yaml) for a stop button",
+                SESSION_UNSTOPPABLE,
+            )
+            self._refuse_sessions(SESSION_UNSTOPPABLE)
+        return True
+
+    def _refuse_sessions(self, reason: str) -> None:
+        session, self._session = self._session, None
+        log.info("no agent sessions for this app in %s's workspace (%s); the status line alone", self._channel, reason)
+        if session is not None and session.on_refused is not None:
+            session.on_refused(reason)
 
     async def _clear_status(self) -> None:
         """Slack clears the status when the bot posts; clear it ourselves if one was set after the last post."""

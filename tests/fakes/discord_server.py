@@ -3,13 +3,21 @@
 It holds one guild with a text channel, hands out threads and DM channels, and records everything the bot
 does: every message send and edit (with a timestamp per channel, so a test can check the 5-per-5-seconds rule),
 typing, thread creation, reactions, command registration, interaction responses, and 429s. Like Discord it
-enforces a per-channel limit on sends+edits and answers 429 with ``retry_after`` when the bot goes over it.
+enforces a per-channel limit on sends+edits and answers 429 with ``retry_after`` when the bot goes over it, and
+the global limit (50 requests per second per bot, interactions aside) with a 429 marked ``global``. A message
+created with a ``nonce`` and ``enforce_nonce`` is made once: the same nonce again within ``nonce_window`` seconds
+returns the message already made. ``lose_responses`` makes the next message creations happen while their answer
+is lost (the connection drops, or a gateway timeout status), as when a send times out.
 
-Tests inject gateway events: ``await fake.user_message(...)`` sends a MESSAGE_CREATE, ``await fake.slash(...)``
+Tests inject gateway events: ``await fake.user_message(...)`` sends a MESSAGE_CREATE (a plain message, a reply
+with ``reply_to``, a forward with ``forward``, stickers with ``stickers``), ``await fake.slash(...)``
 an INTERACTION_CREATE, ``await fake.force_resume(replay=[...])`` makes the client reconnect and RESUME, and the
 fake then replays the given events (as Discord does with events the client may have missed). Users edit and
 delete their messages (``edit_user_message``, ``delete_user_message``) and moderators delete threads
-(``delete_thread``: later writes there get 404 Unknown Channel, as on Discord).
+(``delete_thread``: later writes there get 404 Unknown Channel, as on Discord). Users react
+(``user_reaction``: MESSAGE_REACTION_ADD); the bot's own reactions go out as MESSAGE_REACTION_ADD too, as on
+Discord. Like Discord, reaction events reach only a session that identified with the reaction intents
+(GUILD_MESSAGE_REACTIONS for guild channels, DIRECT_MESSAGE_REACTIONS for DMs).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import itertools
 import json
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,10 +36,13 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+GUILD_MESSAGE_REACTIONS_INTENT = 1 << 10
+DIRECT_MESSAGE_REACTIONS_INTENT = 1 << 13
 MESSAGE_CONTENT_INTENT = 1 << 15
 GATEWAY_MESSAGE_CONTENT = 1 << 18
 GATEWAY_MESSAGE_CONTENT_LIMITED = 1 << 19
 VOICE_MESSAGE_FLAG = 8192
+HAS_SNAPSHOT_FLAG = 1 << 14
 
 
 def _now_iso() -> str:
@@ -58,6 +70,7 @@ class Write:
     flags: int = 0
     attachments: list[dict[str, Any]] = field(default_factory=list)
     files: list[Upload] = field(default_factory=list)
+    nonce: str | None = None
 
 
 @dataclass
@@ -75,6 +88,7 @@ class _Gateway:
     seq: int = 0
     shard: list[int] | None = None
     ready: bool = False  # READY and GUILD_CREATE sent: events injected now reach a client that knows the guild
+    intents: int = 0  # what the session identified with (a RESUME keeps them)
 
 
 class FakeDiscord:
@@ -84,21 +98,26 @@ class FakeDiscord:
         token: str = "fake-discord-token",
         message_content_intent: bool = True,
         rate_limit: tuple[int, float] | None = (5, 5.0),
+        global_limit: tuple[int, float] | None = (50, 1.0),
         premium_tier: int = 0,
         voice_messages_allowed: bool = True,
         threads_allowed: bool = True,
+        bot_id: int | None = None,
+        guild_id: int | None = None,
     ) -> None:
         self.token = token
         self.message_content_intent = message_content_intent
         self.rate_limit = rate_limit
+        self.global_limit = global_limit  # (requests, seconds) for the whole bot; None: no global limit
+        self.nonce_window = 300.0  # "a few minutes": how long an enforced nonce returns its message
         self.premium_tier = premium_tier
         self.voice_messages_allowed = voice_messages_allowed
         self.threads_allowed = threads_allowed  # False: the bot lacks Create Public Threads (403)
         self.bot_gateway_url: str | None = None  # what GET /gateway/bot recommends (default: this fake)
         self._ids = itertools.count(1_300_000_000_000_000_000)
-        self.bot_id = self.new_id()
+        self.bot_id = self.new_id() if bot_id is None else bot_id
         self.app_id = self.bot_id
-        self.guild_id = self.new_id()
+        self.guild_id = self.new_id() if guild_id is None else guild_id
         self.bot_role_id = self.new_id()
         self.helper_role_id = self.new_id()  # a plain role users can have (for access lists)
         self.channel_id = self.new_id()  # #general, a text channel
@@ -131,7 +150,12 @@ class FakeDiscord:
         self.command_puts: list[tuple[str, list[dict[str, Any]]]] = []
         self.interaction_callbacks: list[dict[str, Any]] = []
         self.cdn_hits: list[str] = []
-        self.rate_limited = 0
+        self.rate_limited = 0  # every 429, per channel or global
+        self.global_rate_limited = 0
+        self.nonce_hits = 0  # creations answered with the message an earlier one with the same nonce made
+        self._nonces: dict[str, tuple[float, int]] = {}  # nonce → (made at, message id)
+        self._lost: list[tuple[int | None, bool]] = []  # answers to lose: (status or None to drop, voice only)
+        self._global_stamps: deque[float] = deque()
         self.identifies: list[dict[str, Any]] = []
         self.resumes: list[dict[str, Any]] = []
         self.rest_log: list[tuple[str, str]] = []
@@ -139,6 +163,7 @@ class FakeDiscord:
         self._token_channels: dict[str, int] = {}
         self._gateways: list[_Gateway] = []
         self._sessions: dict[str, int] = {}
+        self._session_intents: dict[str, int] = {}  # session id → the intents it identified with
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -379,6 +404,7 @@ class FakeDiscord:
             return
         gw.session_id = uuid.uuid4().hex
         gw.shard = data.get("shard")
+        gw.intents = self._session_intents[gw.session_id] = int(data.get("intents") or 0)
         ready = {
             "v": 10,
             "user": self.bot_user,
@@ -399,6 +425,7 @@ class FakeDiscord:
     async def _resume(self, gw: _Gateway, data: dict[str, Any]) -> None:
         self.resumes.append(data)
         gw.session_id = data["session_id"]
+        gw.intents = self._session_intents.get(gw.session_id, 0)
         gw.seq = int(data.get("seq") or 0)
         gw.ready = True
         replay, self._replay = self._replay, []
@@ -411,9 +438,14 @@ class FakeDiscord:
         await gw.ws.send_json({"op": 0, "t": event, "s": gw.seq, "d": data})
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        """Send a gateway event to every identified session (shard 0 only, where the guild lives)."""
+        """Send a gateway event to every identified session (shard 0 only, where the guild lives) that asked for
+        it: reaction events need the reaction intents."""
+        needed = 0
+        if event.startswith("MESSAGE_REACTION_"):
+            needed = GUILD_MESSAGE_REACTIONS_INTENT if data.get("guild_id") else DIRECT_MESSAGE_REACTIONS_INTENT
         for gw in list(self._gateways):
-            if gw.ready and (gw.shard is None or gw.shard[0] == 0) and not gw.ws.closed:
+            wanted = gw.intents & needed == needed
+            if wanted and gw.ready and (gw.shard is None or gw.shard[0] == 0) and not gw.ws.closed:
                 await self._send_event(gw, event, data)
 
     async def wait_connected(self, within: float = 10.0) -> None:
@@ -438,13 +470,21 @@ class FakeDiscord:
         flags: int = 0,
         roles: list[str] | None = None,
         message_type: int = 0,
+        reply_to: dict[str, Any] | None = None,
+        ping: bool = False,
+        forward: dict[str, Any] | None = None,
+        stickers: list[str] | None = None,
     ) -> dict[str, Any]:
+        """A MESSAGE_CREATE payload. ``reply_to``: the message replied to (``ping``: the reply mentions its author,
+        Discord's default); ``forward``: a message forwarded (its snapshot is the content); ``stickers``: names."""
         author = author or self.alice
         mid = self.new_id()
         channel = self.channels[channel_id]
         mentions = [self.bot_user] if mention_bot else []
         if mention_bot and f"<@{self.bot_id}>" not in content:
             content = f"<@{self.bot_id}> {content}"
+        if reply_to is not None and ping and reply_to["author"] not in mentions:
+            mentions.append(reply_to["author"])
         payload: dict[str, Any] = {
             "id": str(mid),
             "channel_id": str(channel_id),
@@ -462,6 +502,19 @@ class FakeDiscord:
             "type": message_type,
             "flags": flags,
         }
+        if reply_to is not None:
+            payload["type"] = 19
+            payload["message_reference"] = self._reference(reply_to, kind=0)
+            payload["referenced_message"] = reply_to
+        if forward is not None:
+            payload["message_reference"] = self._reference(forward, kind=1)
+            payload["flags"] = flags | HAS_SNAPSHOT_FLAG
+            keep = ("type", "content", "mentions", "mention_roles", "attachments", "embeds", "timestamp", "flags")
+            snapshot = {k: forward[k] for k in keep if k in forward}
+            snapshot |= {"edited_timestamp": None, "components": [], "sticker_items": forward.get("sticker_items", [])}
+            payload["message_snapshots"] = [{"message": snapshot}]
+        if stickers:
+            payload["sticker_items"] = [{"id": str(self.new_id()), "name": n, "format_type": 1} for n in stickers]
         if channel.get("guild_id"):
             payload["guild_id"] = channel["guild_id"]
             payload["member"] = {
@@ -472,6 +525,13 @@ class FakeDiscord:
                 "flags": 0,
             }
         return payload
+
+    @staticmethod
+    def _reference(message: dict[str, Any], *, kind: int) -> dict[str, Any]:
+        reference = {"type": kind, "message_id": message["id"], "channel_id": message["channel_id"]}
+        if message.get("guild_id"):
+            reference["guild_id"] = message["guild_id"]
+        return reference
 
     async def user_message(self, channel_id: int, content: str, **kwargs: Any) -> dict[str, Any]:
         """A user posts a message: MESSAGE_CREATE on the gateway. Returns the payload (for a later replay)."""
@@ -492,6 +552,44 @@ class FakeDiscord:
         if message.get("guild_id"):
             gone["guild_id"] = message["guild_id"]
         await self.dispatch("MESSAGE_DELETE", gone)
+
+    def reaction_payload(
+        self, message: dict[str, Any], emoji: str, *, user: dict[str, Any], roles: list[str] | None = None
+    ) -> dict[str, Any]:
+        """A MESSAGE_REACTION_ADD payload: ``user`` reacts with the unicode ``emoji`` to ``message``."""
+        payload: dict[str, Any] = {
+            "user_id": user["id"],
+            "channel_id": message["channel_id"],
+            "message_id": message["id"],
+            "emoji": {"id": None, "name": emoji},
+            "message_author_id": message["author"]["id"],
+            "burst": False,
+            "burst_colors": [],
+            "type": 0,
+        }
+        if message.get("guild_id"):
+            payload["guild_id"] = message["guild_id"]
+            payload["member"] = {
+                "user": user,
+                "roles": roles or [],
+                "joined_at": _now_iso(),
+                "deaf": False,
+                "mute": False,
+                "flags": 0,
+            }
+        return payload
+
+    async def user_reaction(
+        self, message: dict[str, Any], emoji: str, *, user: dict[str, Any] | None = None, roles: list[str] | None = None
+    ) -> dict[str, Any]:
+        """A user (alice unless told) reacts to a message (a user's payload or one of ``self.messages``)."""
+        payload = self.reaction_payload(message, emoji, user=user or self.alice, roles=roles)
+        await self.dispatch("MESSAGE_REACTION_ADD", payload)
+        return payload
+
+    def reactions_on(self, message_id: int) -> list[str]:
+        """The emoji the bot has added to this message, in order."""
+        return [emoji for _, mid, emoji in self.reactions if mid == message_id]
 
     async def delete_thread(self, thread_id: int) -> None:
         """A moderator deletes a thread: every later send, edit or typing there gets 404 Unknown Channel (10003),
@@ -571,6 +669,9 @@ class FakeDiscord:
             return await self._webhook(request, parts)
         if not self._authorized(request):
             return json_response({"message": "401: Unauthorized", "code": 0}, status=401)
+        retry = self._over_global_limit()
+        if retry is not None:
+            return self._rate_limited_response(retry, is_global=True)
         match method, parts:
             case "GET", ["users", "@me"]:
                 return json_response(self.bot_user)
@@ -601,8 +702,7 @@ class FakeDiscord:
             case "POST", ["channels", cid, "messages", mid, "threads"]:
                 return await self._create_thread(request, int(cid), int(mid))
             case "PUT", ["channels", cid, "messages", mid, "reactions", emoji, "@me"]:
-                self.reactions.append((int(cid), int(mid), emoji))
-                return web.Response(status=204)
+                return await self._add_reaction(int(cid), int(mid), emoji)
         return self._not_found(f"no fake route for {method} /{path}", 0)
 
     @staticmethod
@@ -620,11 +720,45 @@ class FakeDiscord:
             return None
         return max(0.05, recent[-count] + window - now)
 
-    def _rate_limited_response(self, retry_after: float) -> web.Response:
+    def _over_global_limit(self) -> float | None:
+        """Seconds to wait if this request breaks the bot's global limit (it is counted when let through)."""
+        if self.global_limit is None:
+            return None
+        count, window = self.global_limit
+        now = time.monotonic()
+        stamps = self._global_stamps
+        while stamps and now - stamps[0] >= window:
+            stamps.popleft()
+        if len(stamps) >= count:
+            return max(0.01, stamps[0] + window - now)
+        stamps.append(now)
+        return None
+
+    def _rate_limited_response(self, retry_after: float, *, is_global: bool = False) -> web.Response:
         self.rate_limited += 1
-        body = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
-        headers = {"Retry-After": f"{retry_after:.3f}", "Via": "1.1 google", "X-RateLimit-Scope": "shared"}
+        self.global_rate_limited += is_global
+        body = {"message": "You are being rate limited.", "retry_after": retry_after, "global": is_global}
+        headers = {"Retry-After": f"{retry_after:.3f}", "Via": "1.1 google"}
+        headers["X-RateLimit-Scope"] = "global" if is_global else "shared"
+        if is_global:
+            headers["X-RateLimit-Global"] = "true"
         return json_response(body, status=429, headers=headers)
+
+    def lose_responses(self, count: int = 1, *, status: int | None = None, voice_only: bool = False) -> None:
+        """The next ``count`` message creations (voice messages only, with ``voice_only``) are made, but the bot
+        never learns it: the connection drops (``status`` None), or the answer is that status (504: the gateway
+        timed out waiting for Discord)."""
+        self._lost.extend([(status, voice_only)] * count)
+
+    def _already_made(self, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """The message an earlier creation with this nonce made, if the nonce is enforced and recent."""
+        nonce = payload.get("nonce")
+        if nonce is None or not payload.get("enforce_nonce"):
+            return None
+        made = self._nonces.get(str(nonce))
+        if made is None or time.monotonic() - made[0] >= self.nonce_window:
+            return None
+        return self.messages.get(made[1])
 
     async def _read_message_body(self, request: web.Request) -> tuple[dict[str, Any], list[Upload]]:
         if request.content_type.startswith("multipart/"):
@@ -680,6 +814,8 @@ class FakeDiscord:
             "type": 19 if payload.get("message_reference") else 0,
             "flags": int(payload.get("flags") or 0),
         }
+        if payload.get("nonce") is not None:
+            message["nonce"] = str(payload["nonce"])
         if channel.get("guild_id"):
             message["guild_id"] = channel["guild_id"]
         self.messages[mid] = message
@@ -705,7 +841,14 @@ class FakeDiscord:
             return json_response({"message": "Missing Permissions", "code": 50013}, status=403)
         if flags & VOICE_MESSAGE_FLAG and (content or len(uploads) != 1):
             return json_response({"message": "Cannot send a voice message with content", "code": 50161}, 400)
+        made = self._already_made(payload)
+        if made is not None:
+            self.nonce_hits += 1
+            return json_response(made)
         message = self._stored_message(channel_id, payload, uploads, self.bot_user)
+        nonce = message.get("nonce")
+        if nonce is not None:
+            self._nonces[nonce] = (time.monotonic(), int(message["id"]))
         self.writes.append(
             Write(
                 channel_id,
@@ -716,8 +859,15 @@ class FakeDiscord:
                 flags,
                 list(payload.get("attachments") or []),
                 uploads,
+                nonce,
             )
         )
+        if self._lost and (flags & VOICE_MESSAGE_FLAG or not self._lost[0][1]):
+            status, _ = self._lost.pop(0)
+            if status is not None:
+                return json_response({"message": "upstream request timeout", "code": 0}, status=status)
+            request.transport.close()  # type: ignore[union-attr]
+            raise asyncio.CancelledError  # the handler ends without an answer; the client sees the connection drop
         return json_response(message)
 
     async def _edit_message(self, request: web.Request, channel_id: int, message_id: int) -> web.Response:
@@ -737,6 +887,17 @@ class FakeDiscord:
             message["edited_timestamp"] = _now_iso()
         self.writes.append(Write(channel_id, "edit", time.monotonic(), message_id, payload.get("content")))
         return json_response(message)
+
+    async def _add_reaction(self, channel_id: int, message_id: int, emoji: str) -> web.Response:
+        """The bot reacts: recorded, and (as Discord does) dispatched as MESSAGE_REACTION_ADD by the bot."""
+        if channel_id not in self.channels:
+            return self._not_found("Unknown Channel", 10003)
+        message = self.messages.get(message_id)
+        if message is None or message["channel_id"] != str(channel_id):
+            return self._not_found("Unknown Message", 10008)
+        self.reactions.append((channel_id, message_id, emoji))
+        await self.dispatch("MESSAGE_REACTION_ADD", self.reaction_payload(message, emoji, user=self.bot_user))
+        return web.Response(status=204)
 
     async def _create_thread(self, request: web.Request, channel_id: int, message_id: int) -> web.Response:
         body = await request.json()

@@ -8,7 +8,21 @@ with its arguments, token and arrival time. Like Slack it checks tokens, insists
 stream has ended. Tests script failures (``fail``), kill a stream mid-answer (``stream_dies_after``), host files
 (``host_file``), and deliver events: ``send_envelope`` over Socket Mode (returns the bot's ack), ``deliver`` as a
 signed HTTP request (``X-Slack-Retry-Num`` for retries, a bad signature on request; ``deliver_raw`` for any body).
-``edited_event`` and ``deleted_event`` build what Slack sends when a person edits or deletes a message.
+``edited_event`` and ``deleted_event`` build what Slack sends when a person edits or deletes a message;
+``messages_tab_opened`` and ``session_stopped`` the agent messaging events (2026).
+
+Rate limits are opt-in (``tier_limits``): past a method's tier for the workspace it answers 429 with Retry-After,
+records the method in ``rate_limited``, and ``busiest_window`` counts what arrived in any window. It behaves as an
+``agent_view`` app by default (``agent_view``): suggested prompts with a ``thread_ts`` silently do nothing, as
+Slack documents; ``prompts_shown`` holds the ones that took. ``agents.sessions.setStatus``/``rename`` and
+``chat.stopStream``'s ``session_status`` keep ``sessions`` (``session_warning`` adds a warning to each setStatus).
+Streamed chunks other than text land in ``chunks``; like Slack it checks their shapes (a task's status is
+``complete``, never ``completed``) and answers ``invalid_chunks`` for a bad one, or for any non-text chunk when
+``chunks_supported`` is off (an older workspace). Blocks (``chat.postMessage``/``update``, ``chat.stopStream``)
+are checked too and kept in ``blocks``, each with a ``block_id``; ``markdown_text`` with ``blocks`` or ``text`` is
+refused, as Slack documents. ``feedback_click`` builds the ``block_actions`` payload of a click on a message's
+feedback buttons (from the blocks the bot put there), delivered with ``send_envelope(kind="interactive")`` or
+``deliver_interaction``.
 """
 
 from __future__ import annotations
@@ -43,6 +57,9 @@ DEFAULT_SCOPES = (
     "mpim:history",
 )
 
+SESSION_STATUSES = frozenset({"processing", "active", "suspended", "closed"})
+TASK_STATUSES = frozenset({"pending", "in_progress", "complete", "error"})  # "completed" is not one of them
+
 LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in to your workspace</body></html>"
 
 
@@ -68,6 +85,9 @@ class FakeMessage:
     edits: list[float] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
     deleted: bool = False
+    chunks: list[dict[str, Any]] = field(default_factory=list)  # streamed chunks other than text (task updates…)
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    task_display_mode: str | None = None
 
 
 @dataclass
@@ -105,6 +125,40 @@ class _Failure:
     when: Callable[[dict[str, Any]], bool] | None
 
 
+def _feedback_ok(element: Any) -> bool:
+    """A ``feedback_buttons`` element as Slack requires it (other context actions pass unchecked)."""
+    if not isinstance(element, dict) or element.get("type") not in {"feedback_buttons", "icon_button"}:
+        return False
+    if element["type"] == "icon_button":
+        return True
+    buttons = (element.get("positive_button"), element.get("negative_button"))
+    return all(
+        isinstance(b, dict) and isinstance(b.get("value"), str) and isinstance(b.get("text"), dict) for b in buttons
+    )
+
+
+def _feedback_actions(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The action a click on each feedback button in ``blocks`` reports (without its ``action_ts``)."""
+    actions = []
+    for block in blocks:
+        if block.get("type") != "context_actions":
+            continue
+        for element in block.get("elements") or []:
+            if element.get("type") != "feedback_buttons":
+                continue
+            for button in (element["positive_button"], element["negative_button"]):
+                actions.append(
+                    {
+                        "type": "feedback_buttons",
+                        "action_id": element.get("action_id"),
+                        "block_id": block["block_id"],
+                        "text": button["text"],
+                        "value": button["value"],
+                    }
+                )
+    return actions
+
+
 class FakeSlack:
     def __init__(
         self,
@@ -136,6 +190,13 @@ class FakeSlack:
         self.acks: list[dict[str, Any]] = []
         self.status_error_in_channels: str | None = None  # e.g. "not_allowed": setStatus only in DMs
         self.stream_dies_after: int | None = None  # appends a stream survives before Slack ends it
+        # The app's AI surface: agent_view (new apps since 2026) or the older assistant_view. Like Slack, an agent
+        # app's setSuggestedPrompts with a thread_ts silently does nothing; ``prompts_shown`` holds those that took.
+        self.agent_view = True
+        self.prompts_shown: list[dict[str, Any]] = []
+        self.sessions: dict[tuple[str, str], dict[str, Any]] = {}  # agents.sessions.*: (channel, thread) → state
+        self.session_warning: str | None = None  # e.g. "missing_agent_session_stopped_event_subscription"
+        self.chunks_supported = True  # False: streams take markdown_text chunks only (invalid_chunks otherwise)
         # Opt-in rate-limit tiers, per method for the workspace: method → (calls, window seconds); a call over it
         # gets 429 + Retry-After, like Slack (e.g. {"chat.appendStream": (100, 60.0)} for Tier 4). Off: {}.
         self.tier_limits: dict[str, tuple[int, float]] = {}
@@ -181,6 +242,16 @@ class FakeSlack:
     # --- what the bot did ------------------------------------------------------------------------------------
     def calls_to(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
+
+    def busiest_window(self, method: str, window: float) -> int:
+        """The most ``method`` calls that arrived within any ``window`` seconds: what Slack's tiers count."""
+        stamps = sorted(c.at for c in self.calls_to(method))
+        most, first = 0, 0
+        for last, stamp in enumerate(stamps):
+            while stamp - stamps[first] >= window:
+                first += 1
+            most = max(most, last - first + 1)
+        return most
 
     def thread(self, channel: str, thread_ts: str) -> list[FakeMessage]:
         """The bot's messages in one thread, oldest first (deleted ones left out)."""
@@ -314,6 +385,52 @@ class FakeSlack:
         event |= {"event_ts": ts, "channel_type": "im" if original["channel"].startswith("D") else "channel"}
         return event | fields
 
+    def messages_tab_opened(self, *, user: str = "U0ALICE", channel: str | None = "D0ALICE") -> dict[str, Any]:
+        """The ``app_home_opened`` event of someone opening the bot's Messages tab (agent_view's new conversation)."""
+        event: dict[str, Any] = {"type": "app_home_opened", "user": user, "tab": "messages", "event_ts": self.next_ts()}
+        if channel is not None:
+            event["channel"] = channel
+        return event
+
+    def session_stopped(self, channel: str, thread_ts: str, streaming: list[str]) -> dict[str, Any]:
+        """The ``agent_session_stopped`` event: someone pressed the stop button of an agent session."""
+        return {
+            "type": "agent_session_stopped",
+            "channel": channel,
+            "thread_ts": thread_ts,
+            "streaming_message_ts": streaming,
+            "event_ts": self.next_ts(),
+        }
+
+    def feedback_click(self, message: FakeMessage, *, value: str = "good", user: str = "U0ALICE") -> dict[str, Any]:
+        """The ``block_actions`` payload Slack sends when ``user`` presses the button of ``message``'s feedback
+        buttons whose value is ``value``; fails if the message shows no such button."""
+        action = next((a for a in _feedback_actions(message.blocks) if a["value"] == value), None)
+        if action is None:
+            raise AssertionError(f"message {message.ts} has no feedback button with the value {value!r}")
+        where: dict[str, Any] = {"message_ts": message.ts, "channel_id": message.channel, "is_ephemeral": False}
+        shown: dict[str, Any] = {"type": "message", "user": self.bot_user_id, "bot_id": self.bot_id}
+        shown |= {"text": message.text, "ts": message.ts, "blocks": message.blocks}
+        if message.thread_ts:
+            where["thread_ts"] = shown["thread_ts"] = message.thread_ts
+        channel_name = "directmessage" if message.channel.startswith("D") else "general"
+        return {
+            "type": "block_actions",
+            "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": self.team_id},
+            "api_app_id": "A0APP",
+            "token": "legacy-verification-token",
+            "container": {"type": "message", **where},
+            "trigger_id": f"{next(self._ids)}.{next(self._ids)}.fake",
+            "team": {"id": self.team_id, "domain": "fake"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "channel": {"id": message.channel, "name": channel_name},
+            "message": shown,
+            "state": {"values": {}},
+            "response_url": f"{self.origin}/actions/response",
+            "actions": [action | {"action_ts": self.next_ts()}],
+        }
+
     def slash_command(self, text: str, *, channel: str = "C0GENERAL", user: str = "U0ALICE") -> dict[str, str]:
         return {
             "token": "legacy-verification-token",
@@ -393,6 +510,10 @@ class FakeSlack:
         body = urlencode(payload) if form else json.dumps(payload)
         content_type = "application/x-www-form-urlencoded" if form else "application/json"
         return await self.deliver_raw(url, body, content_type=content_type, retry_num=retry_num, secret=secret)
+
+    async def deliver_interaction(self, url: str, payload: dict[str, Any]) -> tuple[int, str]:
+        """POST an interaction (``block_actions``…) to the bot as Slack does: a form with one JSON ``payload``."""
+        return await self.deliver(url, {"payload": json.dumps(payload)}, form=True)
 
     async def deliver_raw(
         self,
@@ -513,6 +634,83 @@ class FakeSlack:
             chunks = json.loads(chunks)
         return text + "".join(c.get("text", "") for c in chunks if c.get("type") == "markdown_text")
 
+    @staticmethod
+    def _other_chunks(args: dict[str, Any]) -> list[dict[str, Any]]:
+        chunks = args.get("chunks") or []
+        if isinstance(chunks, str):
+            chunks = json.loads(chunks)
+        return [c for c in chunks if c.get("type") != "markdown_text"]
+
+    def _chunk_error(self, args: dict[str, Any]) -> dict[str, Any] | None:
+        """Slack's checks of a stream call's chunks (and of ``task_display_mode``), or None when they pass."""
+        mode = args.get("task_display_mode")
+        if mode is not None and mode not in {"timeline", "plan"}:
+            return {"error": "invalid_arguments"}
+        chunks = args.get("chunks") or []
+        if isinstance(chunks, str):
+            chunks = json.loads(chunks)
+        if not isinstance(chunks, list):
+            return {"error": "invalid_chunks"}
+        for chunk in chunks:
+            kind = chunk.get("type") if isinstance(chunk, dict) else None
+            if kind == "markdown_text":
+                ok = isinstance(chunk.get("text"), str)
+            elif not self.chunks_supported:
+                ok = False
+            elif kind == "task_update":
+                ok = bool(chunk.get("id")) and bool(chunk.get("title")) and chunk.get("status") in TASK_STATUSES
+            elif kind == "plan_update":
+                ok = bool(chunk.get("title"))
+            elif kind == "blocks":
+                ok = isinstance(chunk.get("blocks"), list) and self._blocks_error(chunk["blocks"]) is None
+            else:
+                ok = False
+            if not ok:
+                return {"error": "invalid_chunks"}
+        return None
+
+    @staticmethod
+    def _blocks(args: dict[str, Any]) -> list[dict[str, Any]] | None:
+        blocks = args.get("blocks")
+        if isinstance(blocks, str):
+            blocks = json.loads(blocks)
+        return blocks
+
+    def _blocks_error(self, blocks: Any) -> dict[str, Any] | None:
+        """Slack's checks of the blocks the bot uses (markdown, context_actions with feedback_buttons), or None."""
+        if not isinstance(blocks, list) or len(blocks) > 50:
+            return {"error": "invalid_blocks"}
+        for block in blocks:
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind == "markdown":
+                ok = isinstance(block.get("text"), str) and 0 < len(block["text"]) <= 12_000
+            elif kind == "context_actions":
+                elements = block.get("elements")
+                ok = isinstance(elements, list) and 0 < len(elements) <= 5 and all(map(_feedback_ok, elements))
+            else:
+                ok = kind in {"section", "context", "divider", "actions", "rich_text", "image", "header"}
+            if not ok:
+                return {"error": "invalid_blocks"}
+        return None
+
+    def _with_ids(self, blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The blocks as Slack keeps them: each with a block_id (made up where the app gave none)."""
+        return [{"block_id": f"b{next(self._ids)}", **block} for block in blocks]
+
+    def _message_content(self, args: dict[str, Any]) -> tuple[str, list[dict[str, Any]]] | dict[str, Any]:
+        """(text, blocks) of a chat.postMessage/chat.update, or Slack's error. With blocks, what shows is the
+        blocks: the text is their markdown blocks' text (``text`` is only the notification's fallback)."""
+        blocks = self._blocks(args)
+        if args.get("markdown_text") and (blocks or args.get("text")):
+            return {"error": "invalid_arguments"}  # markdown_text is not to be used with blocks or text
+        if blocks is None:
+            return str(args.get("markdown_text") or args.get("text") or ""), []
+        error = self._blocks_error(blocks)
+        if error is not None:
+            return error
+        shown = [b["text"] for b in blocks if b.get("type") == "markdown"]
+        return ("\n".join(shown) if shown else str(args.get("text") or "")), self._with_ids(blocks)
+
     def _m_auth_test(self, args: dict[str, Any]) -> web.Response:
         body = {
             "ok": True,
@@ -530,17 +728,25 @@ class FakeSlack:
         return {"url": f"ws://{self.host}:{self.port}/ws"}
 
     def _m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
-        text = args.get("markdown_text") or args.get("text") or ""
-        if not text:
+        content = self._message_content(args)
+        if isinstance(content, dict):
+            return content
+        text, blocks = content
+        if not text and not blocks:
             return {"error": "no_text"}
-        message = self._new(args, text, "post")
+        message = self._new(args, text, "post", blocks=blocks)
         return {"channel": message.channel, "ts": message.ts, "message": {"text": text, "ts": message.ts}}
 
     def _m_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
         message = self._find(str(args.get("channel")), str(args.get("ts")))
         if message is None:
             return {"error": "message_not_found"}
-        message.text = args.get("markdown_text") or args.get("text") or ""
+        content = self._message_content(args)
+        if isinstance(content, dict):
+            return content
+        message.text, blocks = content
+        if blocks or self._blocks(args) is not None:  # without blocks, Slack keeps the message's blocks
+            message.blocks = blocks
         message.edits.append(time.monotonic())
         return {"channel": message.channel, "ts": message.ts, "text": message.text}
 
@@ -557,7 +763,10 @@ class FakeSlack:
             return {"error": "invalid_arguments"}
         if not channel.startswith("D") and not (args.get("recipient_user_id") and args.get("recipient_team_id")):
             return {"error": "missing_recipient_user_id"}
-        message = self._new(args, self._stream_text(args), "stream", streaming=True)
+        if (error := self._chunk_error(args)) is not None:
+            return error
+        message = self._new(args, self._stream_text(args), "stream", streaming=True, chunks=self._other_chunks(args))
+        message.task_display_mode = args.get("task_display_mode")
         return {"channel": channel, "ts": message.ts}
 
     def _streaming(self, args: dict[str, Any]) -> FakeMessage | dict[str, Any]:
@@ -575,16 +784,33 @@ class FakeSlack:
         if self.stream_dies_after is not None and message.appends >= self.stream_dies_after:
             message.streaming = False
             return {"error": "message_not_in_streaming_state"}
+        if (error := self._chunk_error(args)) is not None:
+            return error
         message.appends += 1
         message.text += self._stream_text(args)
+        message.chunks += self._other_chunks(args)
         return {"channel": message.channel, "ts": message.ts}
 
     def _m_chat_stopStream(self, args: dict[str, Any]) -> dict[str, Any]:
         message = self._streaming(args)
         if isinstance(message, dict):
             return message
+        if (error := self._chunk_error(args)) is not None:
+            return error
+        status = args.get("session_status")
+        if status is not None and status not in SESSION_STATUSES:
+            return {"error": "invalid_arguments"}
+        blocks = self._blocks(args)
+        if blocks is not None and (error := self._blocks_error(blocks)) is not None:
+            return error
         message.text += self._stream_text(args)
+        message.chunks += self._other_chunks(args)
+        message.blocks = self._with_ids(blocks) if blocks else message.blocks
         message.streaming = False
+        if status:
+            session = self._session(message.channel, str(message.thread_ts))
+            session["status"] = status
+            session["history"].append(status)
         return {"channel": message.channel, "ts": message.ts, "message": {"text": message.text}}
 
     def _m_files_getUploadURLExternal(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -622,7 +848,34 @@ class FakeSlack:
         return {}
 
     def _m_assistant_threads_setSuggestedPrompts(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not (self.agent_view and args.get("thread_ts")):  # an agent app's call with thread_ts silently fails
+            self.prompts_shown.append(args)
         return {}
+
+    def _session(self, channel: str, thread_ts: str) -> dict[str, Any]:
+        return self.sessions.setdefault((channel, thread_ts), {"status": None, "title": None, "history": []})
+
+    def _m_agents_sessions_setStatus(self, args: dict[str, Any]) -> dict[str, Any]:
+        status = args.get("status")
+        if status not in SESSION_STATUSES or not args.get("channel_id"):
+            return {"error": "invalid_arguments"}
+        where = (str(args["channel_id"]), str(args.get("thread_ts") or ""))
+        created = where not in self.sessions
+        session = self._session(*where)
+        session["status"] = status
+        session["history"].append(status)
+        if args.get("title") and created:  # like Slack: a title only names a session it creates
+            session["title"] = args["title"]
+        answer = {"status": status, "title": session["title"]}
+        if self.session_warning:
+            answer |= {"warning": self.session_warning, "response_metadata": {"warnings": [self.session_warning]}}
+        return answer
+
+    def _m_agents_sessions_rename(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not args.get("channel_id") or not args.get("title"):
+            return {"error": "invalid_arguments"}
+        self._session(str(args["channel_id"]), str(args.get("thread_ts") or ""))["title"] = args["title"]
+        return {"title": args["title"]}
 
     def _m_assistant_threads_setTitle(self, args: dict[str, Any]) -> dict[str, Any]:
         return {}
