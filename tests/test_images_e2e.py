@@ -145,3 +145,14 @@ async def test_imagine_without_a_prompt_and_a_refused_drawing_are_short_replies(
 def test_which_follow_ups_are_edits(text: str, after_image: bool, edit: bool) -> None:
     assert asks_for_change_of_thread_image(text, last_turn_was_image=after_image) is edit
     assert asks_for_change("make the sky purple") and not asks_for_change("what is in the picture?")
+
+
+async def test_a_follow_up_can_edit_an_image_a_user_posted(rt: Runtime, fake_openai: FakeOpenAI) -> None:
+    photo = media.png(40, 30, (250, 200, 0))
+    fake_openai.script(Reply(text="A yellow square."))
+    asked = await turn(rt, "what is this?", png_attachment("mine.png", photo))
+    assert asked.text == "A yellow square."
+    edited = await turn(rt, "make it brighter")
+    assert len(images_of(edited)) == 1
+    (request,) = paths(fake_openai, "/v1/images/edits")
+    assert request.form["image"].data == photo, "the user's own image is the one edited"
