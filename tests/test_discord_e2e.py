@@ -789,3 +789,11 @@ async def test_200_mentions_at_once_stay_under_the_global_limit_and_every_one_is
     await bot.idle()
     assert fake_discord.global_rate_limited == 0 and fake_discord.rate_limited == 0
     assert len(fake_discord.threads_created) == mentions
+
+    def feedback_offered() -> int:
+        return sum(1 for _, _, emoji in fake_discord.reactions if emoji in ("👍", "👎"))
+
+    await fake_discord.wait_for(lambda: feedback_offered() == 2 * mentions, 60, "the deferred 👍/👎 of every answer")
+    finals = {int(fake_discord.bot_messages_in(int(m["id"]))[-1]["id"]) for m in asked}
+    assert {mid for _, mid, emoji in fake_discord.reactions if emoji in ("👍", "👎")} == finals
+    assert fake_discord.global_rate_limited == 0, "the reactions waited for room"
