@@ -28,26 +28,23 @@ log = logging.getLogger("threadline.imaging")
 SIZES = ("auto", "1024x1024", "1536x1024", "1024x1536")
 QUALITIES = ("auto", "low", "medium", "high")
 
-# Words that ask for a change to an image. Deliberately verbs and comparatives, not nouns: "what's in the
-# picture?" is a question, "make the sky purple" is an edit.
-_CHANGE = re.compile(
-    r"\b(make|turn|change|edit|recolou?r|colou?r|paint|remove|erase|delete|add|put|replace|swap|crop|extend|"
-    r"fix|redo|redraw|variations?|versions?|brighter|darker|bigger|smaller|lighter|warmer|cooler|sharper|"
-    r"instead|without|in the style of)\b",
-    re.IGNORECASE,
+# An instruction to change an image is an imperative: a change verb at the start of the message (after "now",
+# "please", "can you"…), or a request for variations. "What's in the picture?" is a question; "Turn 2: what changed?"
+# is not an instruction; "now make it blue" and "remove the tree" are.
+_LEAD = r"^\s*(?:(?:ok(?:ay)?|now|then|please|pls|and|also|so|can you|could you|would you|let'?s)[,!.\s]+)*"
+_VERBS = (
+    r"(?:make|change|edit|recolou?r|colou?r|paint|remove|erase|delete|add|put|replace|swap|crop|extend|fix|redo|"
+    r"redraw|give|draw it|turn (?:it|this|that|the|her|him|them)\b)"
 )
-_QUESTION = re.compile(
-    r"^\s*(what|who|why|how|where|when|which|is|are|does|do|can you (describe|tell|explain))\b", re.I
-)
+_CHANGE = re.compile(_LEAD + _VERBS + r"\b", re.IGNORECASE)
+_VARIATIONS = re.compile(r"\b(variations?|another version|more versions)\b", re.IGNORECASE)
 _IMAGE_NOUNS = re.compile(r"\b(image|picture|photo|drawing|illustration|pic)\b", re.IGNORECASE)
 
 
 def asks_for_change(text: str) -> bool:
     """Does this instruction ask to change an image (rather than ask about it)?"""
     text = text.strip()
-    if not text or (_QUESTION.match(text) and "?" in text):
-        return False
-    return bool(_CHANGE.search(text))
+    return bool(text) and bool(_CHANGE.match(text) or _VARIATIONS.search(text))
 
 
 def asks_for_change_of_thread_image(text: str, *, last_turn_was_image: bool) -> bool:

@@ -6,13 +6,17 @@ import asyncio
 import contextlib
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
+
 from bot.audio_encode import AudioFormat
+from bot.gateway import Outcome, Submission
 from bot.runtime import Runtime
 from bot.settings import Settings, SettingsBase
-from bot.types import TaskStep
+from bot.types import IncomingMessage, TaskStep, ThreadKey
 
 S = TypeVar("S", bound=SettingsBase)
 
@@ -135,3 +139,44 @@ async def stop_adapter(
         await asyncio.wait_for(task, 5)
     await runtime.gateway.wait_idle()
     await stack.aclose()
+
+
+@dataclass
+class RecordingGateway:
+    """The gateway's surface as an adapter sees it, recording what it is handed instead of answering: tests of what
+    the core receives from real (or mutated) platform payloads."""
+
+    http: aiohttp.ClientSession
+    owned: bool = False
+    outcome: Outcome = Outcome.QUEUED
+    max_attachment_bytes: int = 25 * 1024 * 1024
+    submitted: list[IncomingMessage] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+
+    def reset(self, *, owned: bool) -> None:
+        self.owned = owned
+        self.submitted.clear()
+        self.commands.clear()
+
+    async def owns(self, key: ThreadKey) -> bool:
+        return self.owned
+
+    def refusal(self, message: IncomingMessage) -> str | None:
+        return None
+
+    async def submit(self, message: IncomingMessage, reply: Any) -> Submission:
+        self.submitted.append(message)
+        return Submission(self.outcome)
+
+    async def command(self, text: str, **_: Any) -> Submission:
+        self.commands.append(text)
+        return Submission(Outcome.QUEUED)
+
+    async def stop(self, key: ThreadKey) -> bool:
+        return False
+
+    async def feedback(self, key: ThreadKey, **_: Any) -> None:
+        return None
+
+    async def wait_idle(self) -> None:
+        return None

@@ -7,45 +7,15 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from adapters.slack.adapter import SlackAdapter
 from adapters.slack.settings import SlackSettings
-from bot.gateway import Outcome, Submission
-from bot.types import IncomingMessage, ThreadKey
 from tests.fakes.slack_server import FakeSlack
-from tests.helpers import section
-
-
-@dataclass
-class RecordingGateway:
-    """The gateway's surface as an adapter sees it: ``submit`` and ``command`` record instead of answering."""
-
-    http: aiohttp.ClientSession
-    owned: bool = False
-    max_attachment_bytes: int = 25 * 1024 * 1024
-    submitted: list[IncomingMessage] = field(default_factory=list)
-    commands: list[str] = field(default_factory=list)
-
-    async def owns(self, key: ThreadKey) -> bool:
-        return self.owned
-
-    def refusal(self, message: IncomingMessage) -> str | None:
-        return None
-
-    async def submit(self, message: IncomingMessage, reply: Any) -> Submission:
-        self.submitted.append(message)
-        return Submission(Outcome.QUEUED)
-
-    async def command(self, text: str, **_: Any) -> Submission:
-        self.commands.append(text)
-        return Submission(Outcome.QUEUED)
-
-    async def wait_idle(self) -> None:
-        return None
+from tests.helpers import RecordingGateway, section
 
 
 @dataclass

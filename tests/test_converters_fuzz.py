@@ -44,11 +44,11 @@ from adapters.slack.convert import (
     thread_title,
 )
 from adapters.slack.settings import SlackSettings
-from bot.gateway import Outcome, Submission
+from bot.gateway import Outcome
 from bot.types import IncomingMessage, ThreadKey
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.slack_server import FakeSlack
-from tests.helpers import section
+from tests.helpers import RecordingGateway, section
 
 FIXTURES = Path(__file__).parent / "fixtures" / "realworld"
 
@@ -225,39 +225,6 @@ def test_slack_converter_takes_any_mutation_of_real_payloads(body: dict[str, Any
 # --- a stand-in for the core ----------------------------------------------------------------------------------
 
 
-class RecordingGateway:
-    """The gateway's surface as adapters see it, recording instead of answering."""
-
-    def __init__(self, http: aiohttp.ClientSession) -> None:
-        self.http = http
-        self.max_attachment_bytes = 25 * 1024 * 1024
-        self.owned = False
-        self.submitted: list[IncomingMessage] = []
-        self.commands: list[str] = []
-
-    def reset(self, *, owned: bool) -> None:
-        self.owned = owned
-        self.submitted.clear()
-        self.commands.clear()
-
-    async def owns(self, key: ThreadKey) -> bool:
-        return self.owned
-
-    def refusal(self, message: IncomingMessage) -> str | None:
-        return None
-
-    async def submit(self, message: IncomingMessage, reply: Any) -> Submission:
-        self.submitted.append(message)
-        return Submission(Outcome.ANSWERED)
-
-    async def command(self, text: str, **_: Any) -> Submission:
-        self.commands.append(text)
-        return Submission(Outcome.QUEUED)
-
-    async def wait_idle(self) -> None:
-        return None
-
-
 def _check_incoming(message: IncomingMessage) -> None:
     assert isinstance(message.text, str) and isinstance(message.user_id, str) and message.user_id
     assert isinstance(message.user_name, str) and all(isinstance(role, str) for role in message.user_roles)
@@ -308,7 +275,7 @@ def recording_logs() -> Any:
 async def slack_adapter(fake_slack: FakeSlack) -> AsyncIterator[tuple[SlackAdapter, RecordingGateway]]:
     with recording_logs():  # bolt's loggers take the root's level when the app is built: INFO, like production
         async with aiohttp.ClientSession() as http:
-            gateway = RecordingGateway(http)
+            gateway = RecordingGateway(http, outcome=Outcome.ANSWERED)
             settings_ = section(
                 SlackSettings,
                 slack_bot_token=fake_slack.bot_token,
@@ -391,7 +358,7 @@ async def discord_world(fake_discord: FakeDiscord) -> AsyncIterator[tuple[Discor
     thread_id = fake_discord.add_thread(owner_id=fake_discord.bot_id, name="the bot's thread")
     with recording_logs():
         async with aiohttp.ClientSession() as http:
-            gateway = RecordingGateway(http)
+            gateway = RecordingGateway(http, outcome=Outcome.ANSWERED)
             settings_ = section(
                 DiscordSettings,
                 discord_bot_token=fake_discord.token,

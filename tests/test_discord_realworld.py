@@ -25,10 +25,10 @@ import pytest
 
 from adapters.discord.adapter import DiscordAdapter
 from adapters.discord.settings import DiscordSettings
-from bot.gateway import Outcome, Submission
-from bot.types import IncomingMessage, ThreadKey
+from bot.gateway import Outcome
+from bot.types import ThreadKey
 from tests.fakes.discord_server import FakeDiscord
-from tests.helpers import section
+from tests.helpers import RecordingGateway, section
 
 FIXTURES = Path(__file__).parent / "fixtures" / "realworld" / "discord"
 BOT_ID = 344487830824943618
@@ -80,38 +80,11 @@ def test_every_real_payload_has_a_row() -> None:
     assert sorted(CASES) == sorted(p.stem for p in FIXTURES.glob("*.json") if not p.stem.startswith("_"))
 
 
-class Recorder:
-    """The gateway's surface as the adapter sees it, recording what it is handed."""
-
-    def __init__(self, http: aiohttp.ClientSession) -> None:
-        self.http = http
-        self.max_attachment_bytes = 25 * 1024 * 1024
-        self.submitted: list[IncomingMessage] = []
-        self.commands: list[str] = []
-
-    async def owns(self, key: ThreadKey) -> bool:
-        return False
-
-    def refusal(self, message: IncomingMessage) -> str | None:
-        return None
-
-    async def submit(self, message: IncomingMessage, reply: Any) -> Submission:
-        self.submitted.append(message)
-        return Submission(Outcome.ANSWERED)
-
-    async def command(self, text: str, **_: Any) -> Submission:
-        self.commands.append(text)
-        return Submission(Outcome.QUEUED)
-
-    async def wait_idle(self) -> None:
-        return None
-
-
 @dataclass
 class World:
     fake: FakeDiscord
     adapter: DiscordAdapter
-    gateway: Recorder
+    gateway: RecordingGateway
     channels: dict[str, int]  # role → channel id
     parents: dict[int, int]  # thread id → its parent channel
     handled: asyncio.Queue[int]
@@ -144,7 +117,7 @@ async def world() -> AsyncIterator[World]:
     fake = await FakeDiscord(bot_id=BOT_ID, guild_id=GUILD_ID).start()
     channels, parents = _scaffold(fake)
     async with aiohttp.ClientSession() as http:
-        gateway = Recorder(http)
+        gateway = RecordingGateway(http, outcome=Outcome.ANSWERED)
         settings = section(
             DiscordSettings,
             discord_bot_token=fake.token,

@@ -140,6 +140,9 @@ async def test_imagine_without_a_prompt_and_a_refused_drawing_are_short_replies(
         ("thanks!", True, False),
         ("can you describe it?", True, False),
         ("make variations", True, True),
+        ("Turn 2: could you look at the numbers again and tell me what changed?", True, False),
+        ("how do I make pancakes?", True, False),
+        ("can you make the sky red?", True, True),
     ],
 )
 def test_which_follow_ups_are_edits(text: str, after_image: bool, edit: bool) -> None:
