@@ -20,15 +20,6 @@ from typing import TYPE_CHECKING, Final, Protocol, cast, runtime_checkable
 
 import openai
 from openai import AsyncOpenAI
-from openai.types.realtime import (
-    RealtimeErrorEvent,
-    RealtimeResponseCreateParamsParam,
-    RealtimeSessionCreateRequestParam,
-    ResponseAudioDeltaEvent,
-    ResponseAudioTranscriptDeltaEvent,
-    ResponseAudioTranscriptDoneEvent,
-    ResponseDoneEvent,
-)
 
 from bot.audio_encode import AudioFormat, encode_pcm16, pcm_duration, playable_format, waveform_from_pcm
 from bot.defaults import DEFAULT_REALTIME_MODEL, DEFAULT_VOICE
@@ -36,6 +27,11 @@ from bot.errors import UserFacingError
 
 if TYPE_CHECKING:
     from openai.resources.realtime.realtime import AsyncRealtimeConnection
+    from openai.types.realtime import (
+        RealtimeResponseCreateParamsParam,
+        RealtimeSessionCreateRequestParam,
+        ResponseDoneEvent,
+    )
     from openai.types.websocket_connection_options import WebSocketConnectionOptions
 
 __all__ = [
@@ -323,6 +319,15 @@ class RealtimeSpeaker:
             await connection.response.create(response=response)
         longest = SECONDS_PER_PIECE_BASE + len(piece) / CHARS_PER_SECOND_FLOOR
         max_bytes = int(longest * PCM_RATE) * 2
+        # The Realtime event types are imported on first use: start-up does not pay for them.
+        from openai.types.realtime import (
+            RealtimeErrorEvent,
+            ResponseAudioDeltaEvent,
+            ResponseAudioTranscriptDeltaEvent,
+            ResponseAudioTranscriptDoneEvent,
+            ResponseDoneEvent,
+        )
+
         audio = bytearray()
         transcript_parts: list[str] = []
         transcript: str | None = None
