@@ -74,18 +74,10 @@ class AttachmentReader:
     async def build(self, message: IncomingMessage, reply: ReplyStream) -> TurnInput:
         turn = TurnInput()
         for attachment in message.attachments:
-            limit = self._limit(attachment)
-            if attachment.size is not None and attachment.size > limit:
-                raise AttachmentError(f"{attachment.filename} is {_mb(attachment.size)}; the limit is {_mb(limit)}.")
+            self.check_size(attachment)
         for attachment in message.attachments:
             await reply.set_status("reading the file…")
-            data = await attachment.fetch()
-            limit = self._limit(attachment)
-            if len(data) > limit:
-                raise AttachmentError(f"{attachment.filename} is {_mb(len(data))}; the limit is {_mb(limit)}.")
-            if not data:
-                raise AttachmentError(f"{attachment.filename} is empty.")
-            await self._add(turn, message, attachment, data, reply)
+            await self._add(turn, message, attachment, await self.read(attachment), reply)
         if asks_for_translation(message.text) and await self._translation(turn, message):
             return turn
         if message.text.strip():
@@ -93,6 +85,23 @@ class AttachmentReader:
         elif not turn.content:
             turn.content.append({"type": "input_text", "text": "(empty message)"})
         return turn
+
+    def check_size(self, attachment: Attachment) -> None:
+        """Refuse a file whose announced size is over its kind's limit, before anything is downloaded."""
+        limit = self._limit(attachment)
+        if attachment.size is not None and attachment.size > limit:
+            raise AttachmentError(f"{attachment.filename} is {_mb(attachment.size)}; the limit is {_mb(limit)}.")
+
+    async def read(self, attachment: Attachment) -> bytes:
+        """Download an attachment, checking its size (announced and real) and that it is not empty."""
+        self.check_size(attachment)
+        data = await attachment.fetch()
+        limit = self._limit(attachment)
+        if len(data) > limit:
+            raise AttachmentError(f"{attachment.filename} is {_mb(len(data))}; the limit is {_mb(limit)}.")
+        if not data:
+            raise AttachmentError(f"{attachment.filename} is empty.")
+        return data
 
     def _limit(self, attachment: Attachment) -> int:
         audio = attachment.kind in {AttachmentKind.VOICE, AttachmentKind.AUDIO}

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import openai
 
-from bot.model_calendar import calendar_findings, model_calendar
+from bot.model_calendar import Finding, calendar_findings, model_calendar
 from bot.openai_errors import api_error_message
 from bot.runtime import open_runtime
 from bot.settings import Settings
@@ -39,6 +39,14 @@ def models_in_use(settings: Settings, channel_models: list[tuple[str, str, str]]
     return models
 
 
+async def _findings(settings: Settings, client: openai.AsyncOpenAI, store: Store) -> tuple[int, list[Finding]]:
+    """How many models the key can list, and a finding per model in use (raises the SDK's error)."""
+    calendar = await model_calendar(client)
+    in_use = models_in_use(settings, await store.channel_models())
+    today = date.today()
+    return len(calendar), calendar_findings(in_use, calendar, today=today, warn_days=settings.model_shutdown_warn_days)
+
+
 async def check_openai(settings: Settings, client: openai.AsyncOpenAI, store: Store) -> list[Result]:
     """The key, and every model in use against ``GET /v1/models``: missing or shut down fails, a shutdown
     within ``THREADLINE_MODEL_SHUTDOWN_WARN_DAYS`` warns."""
@@ -46,25 +54,20 @@ async def check_openai(settings: Settings, client: openai.AsyncOpenAI, store: St
     if not settings.openai_api_key.get_secret_value():
         return [("fail", "OPENAI_API_KEY is not set")]
     try:
-        calendar = await model_calendar(client)
+        listed, findings = await _findings(settings, client, store)
     except openai.OpenAIError as exc:
         return [("fail", f"OpenAI at {where}: {api_error_message(exc, model=settings.model)}")]
-    results: list[Result] = [("ok", f"OpenAI at {where}: key accepted, {len(calendar)} models listed")]
-    in_use = models_in_use(settings, await store.channel_models())
-    findings = calendar_findings(in_use, calendar, today=date.today(), warn_days=settings.model_shutdown_warn_days)
-    results += [(finding.level, finding.line[2:]) for finding in findings]
-    return results
+    results: list[Result] = [("ok", f"OpenAI at {where}: key accepted, {listed} models listed")]
+    return results + [(finding.level, finding.line[2:]) for finding in findings]
 
 
 async def startup_calendar_warnings(settings: Settings, client: openai.AsyncOpenAI, store: Store) -> list[str]:
     """What ``run`` logs once at start-up: the doctor's shutdown warnings and failures (never fatal)."""
     try:
-        calendar = await model_calendar(client)
+        _, findings = await _findings(settings, client, store)
     except openai.OpenAIError as exc:
         log.info("could not read the models list for shutdown dates: %s", type(exc).__name__)
         return []
-    in_use = models_in_use(settings, await store.channel_models())
-    findings = calendar_findings(in_use, calendar, today=date.today(), warn_days=settings.model_shutdown_warn_days)
     return [finding.line[2:] for finding in findings if finding.level != "ok"]
 
 

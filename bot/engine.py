@@ -19,7 +19,7 @@ import openai
 from openai import AsyncOpenAI
 
 from bot.attachments_in import AttachmentReader, TurnInput
-from bot.errors import AttachmentError, UserFacingError
+from bot.errors import UserFacingError
 from bot.imaging import (
     QUALITIES,
     SIZES,
@@ -37,7 +37,6 @@ from bot.speech import SpeechError, speaker_for
 from bot.sse import sse_events
 from bot.store import Store, StoredImage, UsageRow
 from bot.types import (
-    Attachment,
     AttachmentKind,
     IncomingMessage,
     OutgoingFile,
@@ -260,10 +259,10 @@ class ConversationsEngine:
         if images and len(images) == len(message.attachments) and len(images) <= 2 and asks_for_change(message.text):
             await render.settle()
             await render.set_status("reading the image…")
-            base = normalize_image(await self._fetch(images[0]), images[0].filename)
+            base = normalize_image(await self.attachments.read(images[0]), images[0].filename)
             mask = None
             if len(images) == 2:
-                mask = await self._fetch(images[1])
+                mask = await self.attachments.read(images[1])
                 check_mask(base.data, mask, mask_name=images[1].filename)
             return EditRequest(MadeImage(base.data, base.mime.split("/")[1]), mask, message.text.strip())
         if message.attachments:
@@ -275,15 +274,6 @@ class ConversationsEngine:
         if stored is None:
             return None
         return EditRequest(MadeImage(stored.data, stored.mime.split("/")[1]), None, message.text.strip())
-
-    async def _fetch(self, attachment: Attachment) -> bytes:
-        limit = self.settings.max_attachment_bytes
-        if attachment.size is not None and attachment.size > limit:
-            raise AttachmentError(f"{attachment.filename} is over the {limit // (1024 * 1024)} MB limit.")
-        data = await attachment.fetch()
-        if not data:
-            raise AttachmentError(f"{attachment.filename} is empty.")
-        return data
 
     async def _edit(self, message: IncomingMessage, model: str, render: _TurnRender, request: EditRequest) -> None:
         await render.set_status("editing the image…")
