@@ -19,6 +19,7 @@ import openai
 from openai import AsyncOpenAI
 
 from bot.attachments_in import AttachmentReader, TurnInput
+from bot.conversation_pool import ConversationPool
 from bot.errors import UserFacingError
 from bot.imaging import (
     QUALITIES,
@@ -151,6 +152,10 @@ class ConversationsEngine:
         self.images = ImageMaker(
             client=client, model=settings.image_model, partial_images=settings.image_partial_previews
         )
+        self.pool = ConversationPool(client, size=settings.conversation_pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
 
     async def forget(self, key: ThreadKey) -> None:
         await self.store.forget_conversation(key)
@@ -223,6 +228,7 @@ class ConversationsEngine:
             raise UserFacingError(api_error_message(exc, model=model)) from exc
 
     async def _conversation(self, message: IncomingMessage, model: str, *, fresh: bool = False) -> str:
+        self.pool.warm()  # tops the pool up in the background; a no-op when full or off
         record = None if fresh else await self.store.thread(message.key)
         if record and record.conversation_id:
             return record.conversation_id
@@ -232,9 +238,11 @@ class ConversationsEngine:
             "channel": message.key.channel[:512],
             "thread": message.key.thread[:512],
         }
-        conversation = await self._guard(self.client.conversations.create(metadata=metadata), model)
-        await self.store.save_conversation(message.key, conversation_id=conversation.id, model=model)
-        return str(conversation.id)
+        conversation_id = self.pool.take(metadata)
+        if conversation_id is None:
+            conversation_id = (await self._guard(self.client.conversations.create(metadata=metadata), model)).id
+        await self.store.save_conversation(message.key, conversation_id=conversation_id, model=model)
+        return str(conversation_id)
 
     # --- images on request ---------------------------------------------------------------------------------
     async def _imagine(self, message: IncomingMessage, model: str, render: _TurnRender) -> None:
