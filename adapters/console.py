@@ -14,13 +14,15 @@ import getpass
 import mimetypes
 import sys
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
 from bot.audio_encode import AudioFormat
 from bot.errors import AttachmentError
 from bot.gateway import Gateway
-from bot.types import Attachment, IncomingMessage, OutgoingFile, TaskStep, ThreadKey, TurnKind, kind_for_mime
+from bot.protocols import ReplyStream
+from bot.types import Attachment, Fetch, IncomingMessage, OutgoingFile, TaskStep, ThreadKey, TurnKind, kind_for_mime
 
 PLATFORM = "console"
 
@@ -83,16 +85,38 @@ class ConsoleReply:
 
 
 def file_attachment(path_text: str) -> Attachment:
-    """An attachment that reads the file only when the engine needs it."""
-    path = Path(path_text).expanduser()
+    """An attachment that reads the file only when the engine needs it (its path is its source)."""
+    path = Path(path_text).expanduser().resolve()
     if not path.is_file():
         raise AttachmentError(f"No such file: {path}")
     mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return Attachment(kind_for_mime(mime), mime, path.name, path.stat().st_size, read_file(str(path)), source=str(path))
+
+
+def read_file(source: str) -> Fetch:
+    path = Path(source)
 
     async def fetch() -> bytes:
-        return await asyncio.to_thread(path.read_bytes)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except OSError as exc:
+            raise AttachmentError(f"I can no longer read {path.name}: {exc.strerror or exc}.") from exc
 
-    return Attachment(kind_for_mime(mime), mime, path.name, path.stat().st_size, fetch)
+    return fetch
+
+
+class ConsoleResumer:
+    """Answers left by a previous run of the console (a crash mid-answer) are printed here."""
+
+    def __init__(self, adapter: ConsoleAdapter) -> None:
+        self.adapter = adapter
+
+    def reply_for(self, key: ThreadKey, address: Mapping[str, str], *, posted: str | None) -> ReplyStream:
+        a = self.adapter
+        return ConsoleReply(a.out, a.err, a.files_dir, show_status=a.interactive)
+
+    def fetch_for(self, key: ThreadKey, source: str) -> Fetch:
+        return read_file(source)
 
 
 class ConsoleAdapter:
@@ -113,6 +137,7 @@ class ConsoleAdapter:
         self._closed = False
         self._answering = False
         self._stops: set[asyncio.Task[bool]] = set()
+        gateway.register(PLATFORM, ConsoleResumer(self))
 
     def interrupt(self) -> bool:
         """Ctrl-C: while an answer streams it stops that answer (True); otherwise the CLI quits as usual."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -21,8 +22,10 @@ from PIL import Image
 from bench.baseline import HistoryResendEngine
 from bench.common import TimedReply, bench_settings
 from bench.report import Row
+from bot.inbox_codec import encode_message
 from bot.runtime import build_openai_client, open_runtime
 from bot.settings import Settings
+from bot.store import open_store
 from bot.turns import TurnHandler
 from bot.types import Attachment, AttachmentKind, IncomingMessage, ThreadKey
 from tests.fakes.openai_server import FakeOpenAI, FormFile, Recorded, Reply
@@ -98,15 +101,18 @@ def _message(thread: str, n: int, image: bytes | None) -> IncomingMessage:
     return IncomingMessage(key=key, user_id="U1", text=text, dedupe_keys=(f"{thread}-{n}",), attachments=attachments)
 
 
+Ask = Callable[[IncomingMessage, TimedReply], Awaitable[None]]
+
+
 async def _thread(
-    fake: FakeOpenAI, turns: TurnHandler, thread: str, count: int, tokens: Any, image: bytes | None = None
+    fake: FakeOpenAI, ask: Ask, thread: str, count: int, tokens: Any, image: bytes | None = None
 ) -> list[TurnCost]:
     costs = []
     for n in range(1, count + 1):
         before = len(fake.requests)
         fake.script(Reply(text=ANSWER))
         reply = TimedReply()
-        await turns.enqueue(_message(thread, n, image), reply)
+        await ask(_message(thread, n, image), reply)
         if reply.failed:
             raise RuntimeError(f"cost turn {n} failed: {reply.failed}")
         costs.append(_cost(fake.requests[before:], await tokens()))
@@ -119,24 +125,36 @@ async def _threadline(fake: FakeOpenAI, settings: Settings, turns: int, image: b
         async def tokens() -> int:
             return (await runtime.store.usage_rows())[-1].input_tokens
 
-        text = await _thread(fake, runtime.turns, "text", turns, tokens)
-        with_image = await _thread(fake, runtime.turns, "image", IMAGE_TURNS, tokens, image)
+        async def ask(message: IncomingMessage, reply: TimedReply) -> None:
+            submission = await runtime.gateway.submit(message, reply)
+            if submission.done is not None:
+                await submission.done
+
+        text = await _thread(fake, ask, "text", turns, tokens)
+        with_image = await _thread(fake, ask, "image", IMAGE_TURNS, tokens, image)
     return text, with_image
 
 
 async def _baseline(fake: FakeOpenAI, settings: Settings, turns: int, image: bytes) -> tuple[list[TurnCost], ...]:
     client = build_openai_client(settings)
     engine = HistoryResendEngine(client=client, model=settings.model, instructions=settings.instructions)
-    handler = TurnHandler(settings=settings, engine=engine)
+    store = await open_store(settings.database_location)
+    handler = TurnHandler(settings=settings, engine=engine, store=store)
 
     async def tokens() -> int:
         return engine.input_tokens[-1]
 
+    async def ask(message: IncomingMessage, reply: TimedReply) -> None:
+        entry = await store.accept(message.dedupe_keys, message.key, message=encode_message(message), address="{}")
+        assert entry is not None
+        await handler.enqueue(entry, message, reply)
+
     try:
-        text = await _thread(fake, handler, "text", turns, tokens)
-        with_image = await _thread(fake, handler, "image", IMAGE_TURNS, tokens, image)
+        text = await _thread(fake, ask, "text", turns, tokens)
+        with_image = await _thread(fake, ask, "image", IMAGE_TURNS, tokens, image)
     finally:
         await client.close()
+        await store.close()
     return text, with_image
 
 

@@ -17,10 +17,11 @@ import aiohttp
 
 from bot.access import access_denied_reason
 from bot.commands import HELP, Commands
-from bot.protocols import ReplyStream
+from bot.inbox_codec import encode_address, encode_message
+from bot.protocols import ReplyStream, Resumer
 from bot.settings import Settings
 from bot.store import Store, StoreUnavailable
-from bot.turns import TurnHandler
+from bot.turns import RETRY_WORD, TurnHandler
 from bot.types import IncomingMessage, ThreadKey, TurnKind
 
 log = logging.getLogger("threadline.gateway")
@@ -92,30 +93,49 @@ class Gateway:
         return access_denied_reason(self._settings, message)
 
     async def submit(self, message: IncomingMessage, reply: ReplyStream) -> Submission:
-        """Dedupe, check access, claim the thread, then queue the turn in the thread's lane.
+        """Dedupe, check access, then write the message into the durable inbox and run it in its thread's lane.
 
-        A message with no text and no attachments (a bare mention) gets the help text, like ``help``: there is
-        nothing to ask the model. Its dedupe keys are claimed first, so a retried delivery is not answered twice.
+        The inbox entry, its dedupe keys and the thread's ownership are written in one transaction, so a crash
+        loses nothing accepted and a redelivery is never answered twice. A message with no text and no
+        attachments (a bare mention) gets the help text, like ``help``: there is nothing to ask the model.
+        ``retry`` in a thread asks its interrupted message again.
         """
         try:
-            if message.dedupe_keys and not await self._store.claim_events(message.dedupe_keys):
+            bare = message.kind is TurnKind.CHAT and not message.text.strip() and not message.attachments
+            reason = access_denied_reason(self._settings, message)
+            is_retry = message.kind is TurnKind.CHAT and not message.attachments and _is_retry(message.text)
+            not_queued = bare or reason is not None or is_retry  # only dedupe keys are written for these
+            if not_queued and message.dedupe_keys and not await self._store.claim_events(message.dedupe_keys):
                 log.info("dropped duplicate delivery %s", message.dedupe_keys[0])
                 return Submission(Outcome.DUPLICATE)
-            if message.kind is TurnKind.CHAT and not message.text.strip() and not message.attachments:
+            if bare:
                 log.info("answered an empty message in %s with the help text", message.key)
                 await _say(reply, HELP, failed=False)
                 return Submission(Outcome.ANSWERED)
-            reason = access_denied_reason(self._settings, message)
             if reason is not None:
                 log.info("access denied for user %s in %s", message.user_id, message.key)
                 await _say(reply, reason, failed=True)
                 return Submission(Outcome.REFUSED)
-            await self._store.mark_owned(message.key)
+            if is_retry:
+                waiter = await self._turns.retry(message.key)
+                if waiter is None:
+                    await _say(reply, "There is no interrupted answer to retry in this thread.", failed=False)
+                    return Submission(Outcome.ANSWERED)
+                return Submission(Outcome.QUEUED, waiter)
+            entry_id = await self._store.accept(
+                message.dedupe_keys,
+                message.key,
+                message=encode_message(message),
+                address=encode_address(message.reply_address),
+            )
+            if entry_id is None:
+                log.info("dropped duplicate delivery %s", message.dedupe_keys[0])
+                return Submission(Outcome.DUPLICATE)
         except StoreUnavailable as exc:
             log.error("could not take on a message in %s: %s", message.key, exc)
             await _say(reply, str(exc), failed=True)
             return Submission(Outcome.FAILED)
-        return Submission(Outcome.QUEUED, self._turns.enqueue(message, reply))
+        return Submission(Outcome.QUEUED, self._turns.enqueue(entry_id, message, reply))
 
     async def command(
         self,
@@ -152,6 +172,19 @@ class Gateway:
         await _say(reply, answer, failed=False)
         return Submission(Outcome.QUEUED)
 
+    def register(self, platform: str, resumer: Resumer) -> None:
+        """How this platform answers messages this process did not receive (after a crash, or from another
+        replica): adapters register one when they are built."""
+        self._turns.register(platform, resumer)
+
+    async def retry(self, key: ThreadKey) -> bool:
+        """Ask again the thread's newest interrupted message (a 🔁 reaction); False when there is none."""
+        try:
+            return await self._turns.retry(key) is not None
+        except StoreUnavailable as exc:
+            log.error("could not retry in %s: %s", key, exc)
+            return False
+
     async def stop(self, key: ThreadKey) -> bool:
         """Stop the answer running in this thread (a stop button, a ⏹ reaction, Ctrl-C). False when nothing
         runs there: adapters acknowledge that quietly."""
@@ -181,3 +214,7 @@ async def _say(reply: ReplyStream, text: str, *, failed: bool) -> None:
             await reply.finish()
     except Exception:
         log.exception("could not deliver a reply")
+
+
+def _is_retry(text: str) -> bool:
+    return text.strip().strip("`!./").lower() == RETRY_WORD

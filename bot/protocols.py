@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol, runtime_checkable
 
 from bot.audio_encode import AudioFormat
-from bot.types import IncomingMessage, OutgoingFile, TaskStep, ThreadKey
+from bot.types import Fetch, IncomingMessage, OutgoingFile, TaskStep, ThreadKey
 
 
 @runtime_checkable
@@ -76,3 +77,30 @@ class Adapter(Protocol):
     async def run(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Checkpointed(Protocol):
+    """A reply that reports the platform message it posted first (a Slack stream's ``ts``) before it streams more.
+
+    The core sets ``on_posted`` before the turn runs and stores the reference in the durable inbox, so a retry
+    after a crash finishes or replaces that message instead of posting a second one.
+    """
+
+    on_posted: Callable[[str], Awaitable[None]] | None
+
+
+class Resumer(Protocol):
+    """How an adapter answers a message this process did not receive (after a restart, or from another replica).
+
+    Adapters register one per platform with ``Gateway.register``.
+    """
+
+    def reply_for(self, key: ThreadKey, address: Mapping[str, str], *, posted: str | None) -> ReplyStream:
+        """A reply to the thread at ``address`` (an ``IncomingMessage.reply_address``). ``posted`` names a message
+        an interrupted attempt already posted there: the reply finishes or replaces it instead of posting anew."""
+        ...
+
+    def fetch_for(self, key: ThreadKey, source: str) -> Fetch:
+        """Download an attachment again from its ``Attachment.source``."""
+        ...

@@ -55,14 +55,22 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     store = await open_store(settings.database_location, pool_size=settings.database_pool_size)
     try:
         await store.prune_events(settings.dedupe_retention_hours * 3600)
+        await store.prune_inbox(settings.dedupe_retention_hours * 3600)
         http = build_http_session(settings)
         client = build_openai_client(settings, http)
         try:
             engine = ConversationsEngine(settings=settings, store=store, client=client)
             commands = Commands(settings=settings, store=store, engine=engine)
-            turns = TurnHandler(settings=settings, engine=engine)
+            turns = TurnHandler(settings=settings, engine=engine, store=store)
             gateway = Gateway(settings=settings, store=store, turns=turns, commands=commands, http=http)
-            yield Runtime(settings, store, client, http, engine, turns, commands, gateway)
+            await turns.start()
+            try:
+                yield Runtime(settings, store, client, http, engine, turns, commands, gateway)
+            finally:
+                try:
+                    await turns.close()
+                finally:
+                    await engine.close()  # the conversation pool, before the client it uses
         finally:
             await client.close()
             await http.close()

@@ -85,6 +85,8 @@ class Settings(SettingsBase):
     # HTTP transport of the openai SDK: "aiohttp" keeps its cost per request flat with 1,000+ open streams;
     # "httpx" is the SDK default (httpx2), whose connection pool does O(open connections) work per request.
     openai_http_client: Literal["aiohttp", "httpx"] = "aiohttp"
+    # Empty conversations made ahead of need, so a new thread's first message skips conversations.create (0: off).
+    conversation_pool: int = Field(default=4, ge=0, le=64)
     model: str = "gpt-6.2-sol"
     transcription_model: str = "gpt-transcribe"
     # Spoken replies: a Realtime model (the default) or one that still serves /v1/audio/speech (tts-1, tts-1-hd,
@@ -119,6 +121,13 @@ class Settings(SettingsBase):
     allowed_channels: CommaList = Field(default_factory=list)
     allowed_roles: CommaList = Field(default_factory=list)
     allow_dms: bool = True
+
+    # --- Durable turns (several replicas share one PostgreSQL database) ------------------------------------------
+    # A replica that dies (SIGKILL, a lost machine) loses its threads after this long; its heartbeat renews them
+    # every third of it. Another replica then takes them over.
+    lease_secs: float = Field(default=15.0, ge=1, le=300)
+    # An answer cut short by a crash is asked again by itself (else its thread is told, and `retry` asks again).
+    retry_interrupted: bool = False
 
     # --- Store ----------------------------------------------------------------------------------------------
     # A file path or sqlite:///PATH (SQLite, one process), or postgresql://USER:PASSWORD@HOST:PORT/DB.

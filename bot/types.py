@@ -62,6 +62,9 @@ class Attachment:
     size: int | None
     fetch: Fetch = field(compare=False, repr=False)
     duration_secs: float | None = None
+    # Where the adapter can fetch it again in another process (a URL, a file id, a path), kept in the durable
+    # inbox; "" when it cannot be fetched again (the turn then runs without it).
+    source: str = ""
 
 
 class TurnKind(enum.StrEnum):
@@ -83,6 +86,9 @@ class IncomingMessage:
     image_size: str = "auto"  # /imagine options
     image_quality: str = "auto"
     received_at: float = field(default_factory=time.monotonic, compare=False)
+    # Where the answer goes, in the adapter's own terms (channel, thread ts, recipient…): kept in the durable
+    # inbox so any process can answer the message after a crash (``Resumer.reply_for``).
+    reply_address: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 class PartKind(enum.StrEnum):

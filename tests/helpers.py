@@ -32,6 +32,8 @@ def make_settings(tmp_path: Path, openai_base_url: str, **overrides: Any) -> Set
         "openai_max_retries": 0,
         "database": tmp_path / "threadline.db",
         "tools": [],
+        # Off unless a test turns it on: many tests count the fake's conversations (tests/test_conversation_pool.py).
+        "conversation_pool": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -110,6 +112,7 @@ def user_env(tmp_path: Path, openai_base_url: str, **extra: str) -> dict[str, st
         "OPENAI_BASE_URL": openai_base_url,
         "THREADLINE_OPENAI_MAX_RETRIES": "0",
         "THREADLINE_TOOLS": "",
+        "THREADLINE_CONVERSATION_POOL": "0",
     }
     env.update(extra)
     return env
@@ -152,6 +155,15 @@ class RecordingGateway:
     max_attachment_bytes: int = 25 * 1024 * 1024
     submitted: list[IncomingMessage] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
+    resumers: dict[str, Any] = field(default_factory=dict)
+    retried: list[ThreadKey] = field(default_factory=list)
+
+    def register(self, platform: str, resumer: Any) -> None:
+        self.resumers[platform] = resumer
+
+    async def retry(self, key: ThreadKey) -> bool:
+        self.retried.append(key)
+        return False
 
     def reset(self, *, owned: bool) -> None:
         self.owned = owned

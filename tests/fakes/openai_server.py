@@ -610,11 +610,17 @@ class FakeOpenAI:
         self.files: dict[str, StoredFile] = {}
         self.container_files: dict[tuple[str, str], bytes] = {}
         self._script: deque[Reply] = deque()
+        self.default_reply = Reply()
+        """How unscripted responses are answered (e.g. a slow stream for tests that kill a process mid-answer)."""
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
         self.responses_by_id: dict[str, Turn] = {}
         self.realtime = FakeRealtime(valid_keys=valid_keys)
         """The Realtime API's WebSocket at ``/v1/realtime`` (spoken replies)."""
+        self.conversation_latency = 0.0
+        """Seconds a conversation create or update takes (the round trip to OpenAI, for the benchmarks)."""
+        self.conversation_create_status: int | None = None
+        """While set, every ``POST /v1/conversations`` answers this HTTP error status (an outage)."""
 
     # lifecycle
 
@@ -772,6 +778,9 @@ class FakeOpenAI:
         return {"id": conv.id, "object": "conversation", "created_at": conv.created_at, "metadata": conv.metadata}
 
     async def _create_conversation(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.conversation_latency)
+        if self.conversation_create_status is not None:
+            return _status_error(Reply(status=self.conversation_create_status), {})
         body = request[RECORDED].json or {}
         conv = FakeConversation(new_id("conv_"), dict(body.get("metadata") or {}), input_items(body.get("items") or []))
         self.conversations[conv.id] = conv
@@ -785,6 +794,8 @@ class FakeOpenAI:
         return web.json_response(self._conversation_json(conv))
 
     async def _update_conversation(self, request: web.Request) -> web.Response:
+        """``conversations.update``: replaces the metadata (the body is checked against ``UpdateConversationBody``)."""
+        await asyncio.sleep(self.conversation_latency)
         conv = self.conversations.get(request.match_info["conversation_id"])
         if conv is None:
             return conversation_not_found(request.match_info["conversation_id"])
@@ -843,7 +854,7 @@ class FakeOpenAI:
         conversation = self.conversations.get(conv_id) if conv_id else None
         if conv_id and conversation is None:
             return conversation_not_found(conv_id)  # checked before a scripted reply is used up
-        reply = self._script.popleft() if self._script else Reply()
+        reply = self._script.popleft() if self._script else self.default_reply
         if reply.status:
             return _status_error(reply, body)
         if reply.conversation_missing:
