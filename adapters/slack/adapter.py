@@ -9,6 +9,10 @@ Agent messaging (2026): each turn moves the thread's agent session to ``processi
 to ``active``; ``agent_session_stopped`` stops the running answer through the gateway. Every final answer carries
 feedback buttons, whose clicks (``block_actions``) are acked at once and stored through the gateway.
 
+Durable inbox: every submitted message carries its ``reply_address`` (``adapters.slack.address``) and its files
+their ``source`` (the file id); the adapter registers itself as the gateway's ``Resumer`` for Slack, so any process
+can answer a stored message (``reply_for``, which live answers go through too) and fetch its files (``fetch_for``).
+
 Commands: ``/threadline help|model|usage`` answer privately to whoever typed them (``model`` applies to the
 channel). Slack does not allow slash commands inside threads, so a thread is reset by replying ``reset`` in it
 (``@threadline reset`` in channels); ``/threadline reset`` explains that.
@@ -20,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -39,10 +43,12 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.address import ReplyAddress
 from adapters.slack.budget import SlackBudget
 from adapters.slack.convert import (
     DEFAULT_BOT_NAME,
     FEEDBACK_ACTION_ID,
+    PLATFORM,
     SLASH_RESET_HELP,
     BotIdentity,
     Ignored,
@@ -67,7 +73,7 @@ from adapters.slack.stream import SESSION_METHOD, AgentSession, ReplyTarget, Sla
 from bot.errors import StartupError
 from bot.gateway import Gateway
 from bot.replies import TextReply
-from bot.types import IncomingMessage, OutgoingFile, ThreadKey, TurnKind
+from bot.types import Fetch, IncomingMessage, OutgoingFile, ThreadKey, TurnKind
 
 log = logging.getLogger("threadline.slack")
 
@@ -190,6 +196,7 @@ class SlackAdapter:
         self._runner: web.AppRunner | None = None
         self._no_status_channels: set[str] = set()
         self._no_session_workspaces: set[str] = set()  # Slack refused agent sessions there: not asked again
+        gateway.register(PLATFORM, self)  # answers stored messages this process did not receive
 
     # --- lifecycle -------------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -331,6 +338,8 @@ class SlackAdapter:
             await self._thread_command(message, message.thread_command)
             return
         files = await self.files.resolve(message.files)
+        # The thread's first turn creates its agent session, titled after the message.
+        address = ReplyAddress.of_message(message, title=None if owned else thread_title(message))
         incoming = IncomingMessage(
             key=message.key,
             user_id=message.user,
@@ -338,9 +347,9 @@ class SlackAdapter:
             dedupe_keys=message.dedupe_keys,
             attachments=tuple(self.files.attachment(file) for file in files),
             is_dm=message.is_dm,
+            reply_address=address.as_dict(),
         )
-        # The thread's first turn creates its agent session, titled after the message.
-        reply = self._reply_for(message, title=None if owned else thread_title(message))
+        reply = self.reply_for(incoming.key, incoming.reply_address, posted=None)
         submission = await self.gateway.submit(incoming, reply)
         if submission.accepted and message.is_dm and not owned:
             await self._set_title(message)
@@ -361,6 +370,13 @@ class SlackAdapter:
             channel=command.channel, markdown_text=f"<@{command.user}> asked me to draw: {prompt}"
         )
         root_ts = str(root.get("ts") or "")
+        target = ReplyTarget(
+            channel=command.channel,
+            thread_ts=root_ts,
+            recipient_user_id=command.user,
+            recipient_team_id=command.team_id,
+        )
+        address = ReplyAddress(target, team_id=command.team_id, is_dm=command.is_dm, title=short_title(prompt))
         incoming = IncomingMessage(
             key=ThreadKey(command.key.platform, command.team_id, command.channel, root_ts),
             user_id=command.user,
@@ -368,27 +384,16 @@ class SlackAdapter:
             is_dm=command.is_dm,
             kind=TurnKind.IMAGINE,
             dedupe_keys=(f"slack:command:{command.trigger_id}",) if command.trigger_id else (),
+            reply_address=address.as_dict(),
         )
-        target = ReplyTarget(
-            channel=command.channel,
-            thread_ts=root_ts,
-            recipient_user_id=command.user,
-            recipient_team_id=command.team_id,
-        )
-        reply = self._reply_to(target, is_dm=command.is_dm, team_id=command.team_id, title=short_title(prompt))
-        await self.gateway.submit(incoming, reply)
+        await self.gateway.submit(incoming, self.reply_for(incoming.key, incoming.reply_address, posted=None))
 
-    def _reply_for(self, message: SlackMessage, *, title: str | None = None) -> SlackReply:
-        target = ReplyTarget(
-            channel=message.channel,
-            thread_ts=message.root_ts,
-            recipient_user_id=message.user,
-            recipient_team_id=message.user_team,
-        )
-        return self._reply_to(target, is_dm=message.is_dm, team_id=message.team_id, title=title)
-
-    def _reply_to(self, target: ReplyTarget, *, is_dm: bool, team_id: str, title: str | None = None) -> SlackReply:
-        """The reply of one answer. ``title`` names the thread's agent session when this turn creates it."""
+    # --- replies (the Resumer protocol) ------------------------------------------------------------------------
+    def reply_for(self, key: ThreadKey, address: Mapping[str, str], *, posted: str | None) -> SlackReply:
+        """The reply of one answer, at a ``ReplyAddress`` in its stored form: live answers are built here too.
+        ``posted`` names a message an interrupted attempt posted there: the answer takes it over."""
+        where = ReplyAddress.from_dict(address)
+        target, is_dm, team_id = where.target, where.is_dm, where.team_id
         channel, thread_ts = target.channel, target.thread_ts
 
         async def upload(part: OutgoingFile) -> bool:
@@ -404,8 +409,13 @@ class SlackAdapter:
             budget=self.budget.workspace(team_id),
             status_enabled=is_dm or channel not in self._no_status_channels,
             on_status_unavailable=None if is_dm else self._no_status_channels.add,
-            session=self._session_for(team_id, title),
+            session=self._session_for(team_id, where.title),
+            posted=posted,
         )
+
+    def fetch_for(self, key: ThreadKey, source: str) -> Fetch:
+        """Download a stored attachment again from its ``source`` (its Slack file id), with the bot token."""
+        return self.files.fetch_again(source)
 
     def _session_for(self, team_id: str, title: str | None) -> AgentSession | None:
         """The answer's agent session, unless Slack refused sessions in this workspace before."""

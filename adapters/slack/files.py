@@ -2,7 +2,9 @@
 
 In: a lazy, authenticated download that sends the bot token only to an allowlisted origin (scheme, host, port),
 never follows a redirect, checks the size from Slack's metadata first and caps what it reads, and recognises the
-HTML login page Slack returns to a token without ``files:read``. Out: ``files_upload_v2`` into the thread.
+HTML login page Slack returns to a token without ``files:read``. An attachment's ``source`` is its file id: another
+process fetches it again through ``files.info`` (the token is added at fetch time, never stored). Out:
+``files_upload_v2`` into the thread.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.convert import FILES_READ_MISSING, SlackFile, display_origin, file_from_payload, origin_allowed
 from bot.errors import AttachmentError
-from bot.types import Attachment, OutgoingFile
+from bot.types import Attachment, Fetch, OutgoingFile
 
 log = logging.getLogger("threadline.slack.files")
 
@@ -72,7 +74,17 @@ class SlackFiles:
         async def fetch() -> bytes:
             return await self.download(file)
 
-        return Attachment(file.kind, file.mimetype, file.name, file.size, fetch, file.duration_secs)
+        return Attachment(file.kind, file.mimetype, file.name, file.size, fetch, file.duration_secs, source=file.id)
+
+    def fetch_again(self, file_id: str) -> Fetch:
+        """A download of an ``Attachment.source`` (the file id) in a process that never saw the event: the file
+        object comes again from ``files.info``, so the same checks and errors apply as to the live download."""
+
+        async def fetch() -> bytes:
+            unknown = SlackFile(id=file_id, name=file_id, mimetype="application/octet-stream", size=None, url="")
+            return await self.download(await self._file_info(unknown))
+
+        return fetch
 
     async def download(self, file: SlackFile) -> bytes:
         name = file.name

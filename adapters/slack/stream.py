@@ -12,6 +12,11 @@ Slack's agent messaging (2026) on top: the thread's agent session goes to ``proc
 gives people Slack's stop button) and back to ``active`` when it ends; tool work shows as ``task_update`` chunks in
 the stream; and the answer's last message carries feedback buttons. Each degrades on its own where Slack refuses
 it: no session (the status line alone, as before), steps on the status line, an answer without buttons.
+
+For the durable inbox the reply reports its first message (``on_posted``, the ``Checkpointed`` protocol) before it
+puts more into it. A reply built with ``posted`` (a retry after a crash) takes over that message instead of
+posting a second one: it ends the stream the interrupted attempt may have left open, then edits the message with
+the new answer as it grows (always with blocks, which replace whatever blocks it held, buttons included).
 """
 
 from __future__ import annotations
@@ -129,6 +134,7 @@ class _Message:
     stream: AsyncChatStream | None = None  # set while the message is a live native stream
     last_edit: float = float("-inf")
     settled: bool = False
+    inherited: bool = False  # posted by an interrupted attempt: always written with blocks, to replace its own
 
 
 @dataclass
@@ -180,7 +186,10 @@ class SlackReply:
         on_status_unavailable: Callable[[str], None] | None = None,
         session: AgentSession | None = None,
         feedback: bool = True,
+        posted: str | None = None,
     ) -> None:
+        self.on_posted: Callable[[str], Awaitable[None]] | None = None  # set by the core (Checkpointed)
+        self._reported = False
         self._client = client
         self._target = target
         self._opts = options
@@ -208,6 +217,11 @@ class SlackReply:
         self._feedback_shown = False
         self._turn = False  # a model turn's answer (it set a status), not a short reply such as the help text
         self._last_text: _Message | None = None  # the newest settled message with text: buttons go there
+        # The interrupted attempt's message, until this answer first writes into it (or drops it).
+        self._inherited: _Message | None = None
+        if posted:
+            self._inherited = _Message(ts=posted, inherited=True)
+            self._run.messages.append(self._inherited)
 
     # --- ReplyStream -----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -224,6 +238,7 @@ class SlackReply:
         self._cancel_sleeping_timer()
         async with self._lock:
             await self._settle_run(self._run)
+            await self._drop_inherited()
             self._run = _TextRun()
             uploaded = await self._upload(part)
             if uploaded:
@@ -438,6 +453,8 @@ class SlackReply:
         message.ts = stream.ts
         message.shown = text
         self._after_edit(message, self._opts.stream_interval, is_new=is_new)
+        if is_new:
+            await self._report(stream.ts)
         return True
 
     async def _stream_step(self, step: TaskStep) -> bool:
@@ -477,6 +494,7 @@ class SlackReply:
             message.ts = stream.ts
             if is_new:
                 self._status_pending = False  # Slack clears the status line when the bot posts
+                await self._report(stream.ts)
             return True
 
     def _fall_back(self, message: _Message, exc: SlackApiError) -> None:
@@ -496,8 +514,8 @@ class SlackReply:
     async def _show(self, message: _Message, text: str, *, final: bool = False) -> None:
         """Post the message once, then edit it in place, at least ``update_interval`` apart. The answer's ``final``
         message gets the feedback buttons."""
-        is_new = message.ts is None
-        if not is_new:
+        is_new = message.ts is None or message is self._inherited  # the inherited one becomes this answer's
+        if message.ts is not None:
             wait = message.last_edit + self._opts.update_interval - asyncio.get_running_loop().time()
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -518,14 +536,18 @@ class SlackReply:
         """One chat.postMessage or chat.update. Blocks don't mix with ``markdown_text``, so a message with buttons
         holds its text in a markdown block (``text`` is the notification's fallback)."""
         content: dict[str, Any] = {"markdown_text": text}
-        if with_buttons:
-            content = {"text": text, "blocks": [{"type": "markdown", "text": text}, *feedback_blocks()]}
+        if with_buttons or message.inherited:
+            buttons = feedback_blocks() if with_buttons else []
+            content = {"text": text, "blocks": [{"type": "markdown", "text": text}, *buttons]}
+        if message is self._inherited and not await self._take_over(message):
+            message.ts = None  # it is gone: the answer starts a message of its own
         if message.ts is None:
             await self._spend("chat.postMessage")
             response = await self._client.chat_postMessage(
                 channel=self._target.channel, thread_ts=self._target.thread_ts, **content
             )
             message.ts = str(response["ts"])
+            await self._report(message.ts)
         else:
             await self._spend("chat.update")
             await self._client.chat_update(channel=self._target.channel, ts=message.ts, **content)
@@ -592,6 +614,7 @@ class SlackReply:
             message.shown = text
         if is_new:
             self._mark_new_message()
+            await self._report(stream.ts)
 
     async def _settle(self, run: _TextRun, index: int, text: str, *, final: bool = False) -> None:
         """Make message ``index`` of the run show exactly ``text`` and end any stream in it; the answer's
@@ -647,14 +670,49 @@ class SlackReply:
                 await self._client.chat_delete(channel=self._target.channel, ts=ts)
 
     async def _post(self, text: str, *, final: bool = False) -> None:
-        if final:
-            await self._show(_Message(), text, final=True)
+        """A message of its own (an empty answer's note, a failure line); it replaces the interrupted attempt's
+        message when this answer put nothing there."""
+        if final or self._inherited is not None:
+            await self._show(self._inherited or _Message(), text, final=final)
             return
         await self._spend("chat.postMessage")
-        await self._client.chat_postMessage(
+        response = await self._client.chat_postMessage(
             channel=self._target.channel, thread_ts=self._target.thread_ts, markdown_text=text
         )
         self._mark_new_message()
+        await self._report(str(response.get("ts") or ""))
+
+    async def _report(self, ts: str | None) -> None:
+        """The answer's first message exists: the core keeps its ts (so a retry takes it over) before anything
+        more goes into it. Errors propagate: the core decides."""
+        if not ts or self._reported:
+            return
+        self._reported = True
+        if self.on_posted is not None:
+            await self.on_posted(ts)
+
+    async def _take_over(self, message: _Message) -> bool:
+        """The first write into the interrupted attempt's message: report it, and end the stream it may have left
+        open (Slack documents no edits of a streaming message; one it already ended, or never was, refuses the
+        stop, which is fine). False when the message is gone (deleted meanwhile)."""
+        self._inherited = None
+        ts = message.ts or ""
+        await self._spend("chat.stopStream")
+        try:
+            await self._client.chat_stopStream(channel=self._target.channel, ts=ts)
+        except SlackApiError as exc:
+            if _error(exc) == "message_not_found":
+                log.info("the interrupted answer's message in %s is gone; posting anew", self._channel)
+                return False
+            log.debug("the interrupted answer's message in %s was not streaming (%s)", self._channel, _error(exc))
+        await self._report(ts)
+        return True
+
+    async def _drop_inherited(self) -> None:
+        """The answer begins with a file: the interrupted attempt's message would stay above it, so it goes."""
+        message, self._inherited = self._inherited, None
+        if message is not None:
+            await self._delete(message)
 
     def _mark_new_message(self) -> None:
         self._posted = True

@@ -23,6 +23,15 @@ are checked too and kept in ``blocks``, each with a ``block_id``; ``markdown_tex
 refused, as Slack documents. ``feedback_click`` builds the ``block_actions`` payload of a click on a message's
 feedback buttons (from the blocks the bot put there), delivered with ``send_envelope(kind="interactive")`` or
 ``deliver_interaction``.
+
+Socket Mode works as with Slack for several connections (replicas): each ``apps.connections.open`` gives a new URL,
+up to ``max_connections`` (10) stay open at once (one more gets a ``too_many_websockets`` disconnect). Fresh
+envelopes are dealt round-robin: the n-th goes to the (n mod open)-th open connection, in connection order. One not
+acked within ``ack_timeout`` goes again, with ``retry_attempt`` + 1 and ``retry_reason`` "timeout", to the next open
+connection after the one it was on (the same one if it is alone), at most ``envelope_retries`` (3) times, then lands
+in ``abandoned``; a connection that closes hands its unacked envelopes on at once ("connection_closed"); with no
+connection open they wait for the next. The envelope id stays the same across attempts, so a late ack still counts.
+``deliveries`` records every delivery, ``acked`` who acked each envelope; ``push_envelope`` sends without waiting.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -61,6 +70,9 @@ SESSION_STATUSES = frozenset({"processing", "active", "suspended", "closed"})
 TASK_STATUSES = frozenset({"pending", "in_progress", "complete", "error"})  # "completed" is not one of them
 
 LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in to your workspace</body></html>"
+
+RETRY_TIMEOUT = "timeout"  # retry_reason of an envelope redelivered because no ack came within ack_timeout
+RETRY_CONNECTION_CLOSED = "connection_closed"  # … because its connection closed first (the fake's own wording)
 
 
 @dataclass
@@ -113,6 +125,37 @@ class HostedFile:
     content_type: str
     status: int = 200
     location: str | None = None
+
+
+@dataclass
+class Delivery:
+    """One envelope sent over one Socket Mode connection."""
+
+    envelope_id: str
+    connection: int  # the connection's number: 1 for the first to open on this fake, then 2, 3…
+    attempt: int  # the envelope's retry_attempt: 0 on its first delivery
+    reason: str  # its retry_reason: "" on its first delivery
+    kind: str  # events_api, slash_commands, interactive
+
+
+@dataclass(eq=False)
+class _Connection:
+    number: int
+    ws: web.WebSocketResponse
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # FIFO: envelopes leave in the order dealt
+    unacked: dict[str, _Envelope] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _Envelope:
+    envelope_id: str
+    kind: str
+    payload: dict[str, Any]
+    ack: asyncio.Future[dict[str, Any]]
+    attempt: int
+    reason: str
+    connection: _Connection | None = None
+    timer: asyncio.TimerHandle | None = None
 
 
 @dataclass
@@ -171,6 +214,7 @@ class FakeSlack:
         bot_user_id: str = "U0BOT",
         bot_id: str = "B0BOT",
         scopes: tuple[str, ...] = DEFAULT_SCOPES,
+        ack_timeout: float = 3.0,
     ) -> None:
         self.host = host
         self.bot_token = bot_token
@@ -206,9 +250,20 @@ class FakeSlack:
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
-        self._sockets: list[web.WebSocketResponse] = []
-        self._connected = asyncio.Event()
-        self._pending_acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        # Socket Mode (see the module docstring); tests may change these before sending.
+        self.ack_timeout = ack_timeout  # seconds Slack waits for an envelope's ack before sending it again
+        self.envelope_retries = 3  # redeliveries of one envelope before Slack gives up
+        self.max_connections = 10
+        self.deliveries: list[Delivery] = []
+        self.acked: dict[str, int] = {}  # envelope id → number of the connection whose ack came first
+        self.abandoned: list[str] = []  # envelopes still unacked after envelope_retries redeliveries
+        self._connections: list[_Connection] = []  # open, in connection order
+        self._numbers = itertools.count(1)
+        self._envelopes: dict[str, _Envelope] = {}
+        self._waiting: list[_Envelope] = []  # dealt while no connection was open
+        self._dealt = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
         self._changed = asyncio.Condition()
 
     # --- lifecycle -------------------------------------------------------------------------------------------
@@ -226,8 +281,15 @@ class FakeSlack:
         return self
 
     async def close(self) -> None:
-        for ws in list(self._sockets):
-            await ws.close()
+        self._closing = True
+        for envelope in self._envelopes.values():
+            if envelope.timer is not None:
+                envelope.timer.cancel()
+        for connection in list(self._connections):
+            await connection.ws.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -448,9 +510,41 @@ class FakeSlack:
         }
 
     # --- Socket Mode ---------------------------------------------------------------------------------------------
+    @property
+    def connections(self) -> int:
+        """How many Socket Mode connections are open now."""
+        return len(self._open())
+
+    async def wait_connections(self, count: int, within: float = 10.0) -> None:
+        """Wait until at least ``count`` Socket Mode connections are open (e.g. one per replica)."""
+        await self.wait_for(lambda: self.connections >= count, within)
+
     async def wait_connected(self, within: float = 5.0) -> None:
-        async with asyncio.timeout(within):
-            await self._connected.wait()
+        await self.wait_connections(1, within)
+
+    def deliveries_of(self, envelope_id: str) -> list[Delivery]:
+        return [d for d in self.deliveries if d.envelope_id == envelope_id]
+
+    def push_envelope(
+        self, payload: dict[str, Any], *, kind: str = "events_api", retry_attempt: int = 0, retry_reason: str = ""
+    ) -> str:
+        """Hand one envelope to Socket Mode delivery (round-robin, redelivered until acked) and return its id at
+        once; ``acked``, ``deliveries`` and ``abandoned`` tell what became of it."""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        envelope = _Envelope(str(uuid.uuid4()), kind, payload, future, retry_attempt, retry_reason)
+        self._envelopes[envelope.envelope_id] = envelope
+        opened = self._open()
+        if opened:
+            target = opened[self._dealt % len(opened)]
+            self._dealt += 1
+            self._deliver(envelope, target)
+        else:
+            self._waiting.append(envelope)
+        return envelope.envelope_id
+
+    def push_event(self, event: dict[str, Any], *, event_id: str | None = None) -> str:
+        """``push_envelope`` of the event callback around ``event`` (e.g. a ``user_event``)."""
+        return self.push_envelope(self.event_callback(event, event_id=event_id))
 
     async def send_envelope(
         self,
@@ -461,39 +555,115 @@ class FakeSlack:
         retry_reason: str = "",
         within: float = 5.0,
     ) -> dict[str, Any]:
-        """Send one envelope to the connected client and return its ack (``{}`` when the ack has no payload)."""
-        envelope_id = str(uuid.uuid4())
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending_acks[envelope_id] = future
-        envelope = {
-            "envelope_id": envelope_id,
-            "type": kind,
-            "accepts_response_payload": kind != "events_api",
-            "payload": payload,
-            "retry_attempt": retry_attempt,
-            "retry_reason": retry_reason,
-        }
-        await self._sockets[-1].send_json(envelope)
+        """Send one envelope and return its ack (``{}`` when the ack has no payload), whichever delivery it acks."""
+        envelope_id = self.push_envelope(payload, kind=kind, retry_attempt=retry_attempt, retry_reason=retry_reason)
         async with asyncio.timeout(within):
-            return await future
+            return await asyncio.shield(self._envelopes[envelope_id].ack)
+
+    def _open(self) -> list[_Connection]:
+        return [c for c in self._connections if not c.ws.closed]
+
+    def _deliver(self, envelope: _Envelope, connection: _Connection) -> None:
+        """Record and send one delivery, and start its ack clock (all before the send, so records keep order)."""
+        envelope.connection = connection
+        connection.unacked[envelope.envelope_id] = envelope
+        self.deliveries.append(
+            Delivery(envelope.envelope_id, connection.number, envelope.attempt, envelope.reason, envelope.kind)
+        )
+        loop = asyncio.get_running_loop()
+        envelope.timer = loop.call_later(self.ack_timeout, self._ack_timed_out, envelope, connection)
+        message = {
+            "envelope_id": envelope.envelope_id,
+            "type": envelope.kind,
+            "accepts_response_payload": envelope.kind != "events_api",
+            "payload": envelope.payload,
+            "retry_attempt": envelope.attempt,
+            "retry_reason": envelope.reason,
+        }
+        self._spawn(self._send(connection, message))
+        self._spawn(self._notify())
+
+    async def _send(self, connection: _Connection, message: dict[str, Any]) -> None:
+        async with connection.lock:
+            with contextlib.suppress(ConnectionError):  # it is closing: it hands its unacked envelopes on
+                await connection.ws.send_json(message)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _ack_timed_out(self, envelope: _Envelope, connection: _Connection) -> None:
+        if envelope.connection is connection and envelope.envelope_id not in self.acked:
+            self._redeliver(envelope, RETRY_TIMEOUT)
+
+    def _redeliver(self, envelope: _Envelope, reason: str) -> None:
+        """Take ``envelope`` off its connection and send it to the next open one after it (wrapping round; the
+        same one if it is alone), or keep it for the next connection; give up after ``envelope_retries``."""
+        previous = envelope.connection
+        envelope.connection = None
+        if envelope.timer is not None:
+            envelope.timer.cancel()
+        if previous is not None:
+            previous.unacked.pop(envelope.envelope_id, None)
+        if envelope.attempt >= self.envelope_retries:
+            self.abandoned.append(envelope.envelope_id)
+            self._spawn(self._notify())
+            return
+        envelope.attempt += 1
+        envelope.reason = reason
+        opened = self._open()
+        others = [c for c in opened if c is not previous] or opened
+        if not others:
+            self._waiting.append(envelope)
+            return
+        after = previous.number if previous is not None else 0
+        self._deliver(envelope, next((c for c in others if c.number > after), others[0]))
+
+    def _ack(self, envelope_id: str, connection: _Connection, payload: dict[str, Any]) -> None:
+        envelope = self._envelopes.get(envelope_id)
+        if envelope is None or envelope_id in self.acked:
+            return
+        self.acked[envelope_id] = connection.number
+        if envelope.timer is not None:
+            envelope.timer.cancel()
+        if envelope.connection is not None:
+            envelope.connection.unacked.pop(envelope_id, None)
+            envelope.connection = None
+        if envelope in self._waiting:
+            self._waiting.remove(envelope)
+        if not envelope.ack.done():
+            envelope.ack.set_result(payload)
 
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
-        self._sockets.append(ws)
-        await ws.send_json(
-            {"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A0APP"}, "debug_info": {}}
-        )
-        self._connected.set()
-        async for message in ws:
-            if message.type != WSMsgType.TEXT:
-                continue
-            data = json.loads(message.data)
-            self.acks.append(data)
-            future = self._pending_acks.pop(str(data.get("envelope_id")), None)
-            if future is not None and not future.done():
-                future.set_result(data.get("payload") or {})
-        self._sockets.remove(ws)
+        if self.connections >= self.max_connections:
+            await ws.send_json({"type": "disconnect", "reason": "too_many_websockets", "debug_info": {}})
+            await ws.close()
+            return ws
+        hello = {"type": "hello", "num_connections": self.connections + 1, "connection_info": {"app_id": "A0APP"}}
+        await ws.send_json(hello | {"debug_info": {}})
+        connection = _Connection(next(self._numbers), ws)
+        self._connections.append(connection)
+        waiting, self._waiting = self._waiting, []
+        for envelope in waiting:
+            self._deliver(envelope, connection)
+        try:
+            await self._notify()
+            async for message in ws:
+                if message.type != WSMsgType.TEXT:
+                    continue
+                data = json.loads(message.data)
+                self.acks.append(data)
+                self._ack(str(data.get("envelope_id")), connection, data.get("payload") or {})
+                await self._notify()
+        finally:
+            self._connections.remove(connection)
+            if not self._closing:
+                for envelope in list(connection.unacked.values()):
+                    self._redeliver(envelope, RETRY_CONNECTION_CLOSED)
+                self._spawn(self._notify())  # not awaited: the handler may be cancelled here
         return ws
 
     # --- HTTP mode ---------------------------------------------------------------------------------------------
@@ -725,7 +895,7 @@ class FakeSlack:
         return web.json_response(body, headers={"x-oauth-scopes": ",".join(self.scopes)})
 
     def _m_apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"url": f"ws://{self.host}:{self.port}/ws"}
+        return {"url": f"ws://{self.host}:{self.port}/ws?ticket={uuid.uuid4()}&app_id=A0APP"}
 
     def _m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
         content = self._message_content(args)
