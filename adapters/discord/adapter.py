@@ -3,9 +3,13 @@ the bot's threads need no mention, every DM is answered, and answers stream by t
 
 Message id dedupe (``discord:msg:<id>``) makes a MESSAGE_CREATE replayed after a gateway RESUME get one answer.
 A mention's thread is created when its turn starts (after the dedupe claim); its id is the message's id, so the
-thread key is known up front. discord.py's own 429 handling stays on; the per-channel throttle keeps us under the
-channel limit, and the bot-wide ``RequestBudget`` under the global one (answer text first, typing dropped and the
-👀 reaction skipped while answers need the requests).
+thread key is known up front and the model is asked while the thread is being opened (the answer's first post
+waits for the thread). Every message goes to the core with its ``ReplyAddress``, so any process can answer it
+over REST (``resume.py``): after a crash, or in another replica, whose gateway may hold other shards
+(``DISCORD_SHARD_COUNT`` and ``DISCORD_SHARD_IDS`` split the guilds between processes). discord.py's own 429
+handling stays on; the per-channel throttle keeps us under the channel limit, and the bot-wide ``RequestBudget``
+under the global one (answer text first, typing dropped and the 👀 reaction skipped while answers need the
+requests).
 
 What the model reads of a message: a reply starts with the message it replies to (quoted in full, images too,
 unless the model has seen it already in this conversation: then a short excerpt says which one), then the
@@ -13,8 +17,9 @@ author's own words (the bot's mention removed where it addresses the bot, its na
 sentence), stickers by name, and a forward's snapshot marked "[forwarded]" with its attachments.
 
 Reactions (raw events, so a message discord.py has not cached counts too): a ⏹ on a message of a conversation
-stops the answer running there (``/stop`` does the same); a 👍/👎 on one of the bot's messages is feedback on that
-answer. Only the reactions of people who may use the bot count; the bot's own (it adds 👍 and 👎 to each finished
+stops the answer running there (``/stop`` does the same); a 🔁 there asks its interrupted answer again (in a
+conversation the bot owns; nothing is said when there is none); a 👍/👎 on one of the bot's messages is feedback on
+that answer. Only the reactions of people who may use the bot count; the bot's own (it adds 👍 and 👎 to each finished
 answer, ``DISCORD_FEEDBACK_REACTIONS``) never do. A reaction's conversation is found the way a message's is: a
 thread is its conversation, a DM is one, and in a plain channel the message a mention's thread grows from is the
 mention's (its id is the thread's).
@@ -39,7 +44,9 @@ import discord
 
 from adapters.discord import convert
 from adapters.discord.commands import build_command_tree, sync_commands
+from adapters.discord.convert import ReplyAddress
 from adapters.discord.reply import MESSAGE_LIMIT, DiscordReply, Nonces
+from adapters.discord.resume import DiscordResumer
 from adapters.discord.settings import DiscordSettings
 from adapters.discord.setup import (
     BAD_TOKEN,
@@ -100,6 +107,7 @@ def _attachment_info(att: discord.Attachment) -> convert.AttachmentInfo:
         is_voice=att.is_voice_message(),
         duration_secs=att.duration,
         read=att.read,
+        url=att.url,
     )
 
 
@@ -196,6 +204,14 @@ class DiscordAdapter:
         )
         self.budget = RequestBudget(self.settings.discord_global_max_requests, self.settings.discord_global_window_secs)
         budget_requests(self.client.http, self.budget)
+        self.resumer = DiscordResumer(
+            client=self.client,
+            make_reply=lambda opener, nonces: self._reply(opener, nonces, on_finished=self._offer_feedback),
+            http=self.gateway.http,
+            max_bytes=self.gateway.max_attachment_bytes,
+            thread_archive_minutes=self.settings.discord_thread_archive_minutes,
+        )
+        self.gateway.register(convert.PLATFORM, self.resumer)
         self.tree = build_command_tree(self.client, self)
         self.ready = asyncio.Event()
         self._in_flight: set[asyncio.Future[None]] = set()
@@ -469,21 +485,6 @@ class DiscordAdapter:
         images = [] if known else [info for a in quoted.attachments if convert.is_image(info := _attachment_info(a))]
         return convert.reply_context(name, text, seen=known), images
 
-    def _thread_opener(self, source: discord.Message, name: str) -> Opener:
-        async def open_thread() -> discord.abc.Messageable:
-            minutes = convert.archive_minutes(self.settings.discord_thread_archive_minutes)
-            try:
-                thread = await source.create_thread(name=name, auto_archive_duration=minutes)  # type: ignore[arg-type]
-            except discord.HTTPException as exc:
-                if exc.code != 160004:  # 160004: this message already has a thread (e.g. a retried turn)
-                    log.warning("could not create a thread (%s); answering in the channel", exc)
-                    return source.channel
-                found = source.guild.get_thread(source.id) if source.guild else None
-                thread = found or await self.client.fetch_channel(source.id)  # type: ignore[assignment]
-            return thread
-
-        return open_thread
-
     async def _answer(
         self,
         message: discord.Message,
@@ -499,6 +500,15 @@ class DiscordAdapter:
         the channel is opened replies to the message; ``in_channel``: the message was a mention in a plain channel
         (text commands apply to the channel); ``seen``: see ``_read``."""
         read = self._read(message, seen=seen)
+        address = ReplyAddress(
+            channel=message.id if open_channel is None else message.channel.id,
+            guild=message.guild.id if message.guild else None,
+            turn=message.id,
+            message=message.id,
+            parent=message.channel.id,
+            create_thread=open_channel is None,
+            thread_name=convert.thread_name(read.title) if open_channel is None else "",
+        )
         incoming = convert.incoming(
             key=key,
             user_id=message.author.id,
@@ -509,21 +519,29 @@ class DiscordAdapter:
             roles=[r.id for r in getattr(message.author, "roles", ())],
             is_dm=is_dm,
             max_bytes=self.gateway.max_attachment_bytes,
+            address=address,
         )
         line = convert.text_command(read.own)
         if line is not None:
             await self._text_command(incoming, line, message, in_channel=in_channel)
             return
         if open_channel is None:
-            open_channel = self._thread_opener(message, convert.thread_name(read.title))
+            open_channel = self.resumer.opener(address)
         nonces = Nonces(message.id)
         reply = self._reply(open_channel, nonces, early=self._early_reply(message, nonces) if early_reply else None)
         if await self._submit(incoming, reply):  # False: a duplicate (e.g. replayed after a RESUME)
             await self._acknowledge(message)
 
     def _reply(
-        self, open_channel: Opener, nonces: Nonces, *, early: Callable[[str], Awaitable[None]] | None = None
+        self,
+        open_channel: Opener,
+        nonces: Nonces,
+        *,
+        early: Callable[[str], Awaitable[None]] | None = None,
+        on_finished: Callable[[DiscordReply], None] | None = None,
     ) -> DiscordReply:
+        """``on_finished``: for an answer resumed from the inbox (the feedback reactions of a live answer are added
+        when its submission is done)."""
         return DiscordReply(
             open_channel=open_channel,
             throttle=self.throttle,
@@ -532,6 +550,7 @@ class DiscordAdapter:
             typing_interval=self.settings.discord_typing_interval_secs,
             early_reply=early,
             nonces=nonces,
+            on_finished=on_finished,
         )
 
     def _early_reply(self, source: discord.Message, nonces: Nonces) -> Callable[[str], Awaitable[None]]:
@@ -539,7 +558,7 @@ class DiscordAdapter:
 
         async def reply(text: str) -> None:
             async with self.throttle.write(source.channel.id):
-                await _reply_to(source, text, nonces.next())
+                await _reply_to(source, text, nonces.note())
 
         return reply
 
@@ -588,15 +607,17 @@ class DiscordAdapter:
             log.exception("could not handle a reaction on Discord message %s", event.message_id)
 
     async def _on_reaction(self, event: discord.RawReactionActionEvent) -> None:
-        """⏹ stops the conversation's running answer; 👍/👎 on the bot's message is feedback on it. Everything
-        else (other emoji, the bot's own reactions, other bots', refused users') is ignored without a word."""
+        """⏹ stops the conversation's running answer; 🔁 asks its interrupted answer again; 👍/👎 on the bot's
+        message is feedback on it. Everything else (other emoji, the bot's own reactions, other bots', refused
+        users') is ignored without a word, and so is a ⏹ or 🔁 with nothing to stop or retry."""
         me = self.client.user
         if self._closing or me is None or event.user_id == me.id:
             return
         meaning = convert.reaction_meaning(event.emoji.name if event.emoji.is_unicode_emoji() else None)
         if meaning is None or (event.member is not None and event.member.bot):
             return
-        if meaning is not convert.Reaction.STOP and self._author_of(event) != me.id:
+        on_any_message = meaning in (convert.Reaction.STOP, convert.Reaction.RETRY)
+        if not on_any_message and self._author_of(event) != me.id:
             return  # a 👍 on someone else's message is just a reaction
         key = await self._reaction_key(event)
         if key is None:
@@ -613,6 +634,10 @@ class DiscordAdapter:
             return
         if meaning is convert.Reaction.STOP:
             await self.gateway.stop(key)  # nothing running: a quiet no-op (the gateway logs it)
+            return
+        if meaning is convert.Reaction.RETRY:
+            if await self.gateway.owns(key) and not await self.gateway.retry(key):
+                log.info("a %s reaction in %s found no interrupted answer to retry", meaning.value, key)
             return
         turn, user = str(event.message_id), str(event.user_id)
         await self.gateway.feedback(key, turn=turn, user=user, value=meaning.value)
@@ -735,13 +760,19 @@ class DiscordAdapter:
         echoed = callback.resource
         if not isinstance(echoed, discord.Message):
             echoed = await interaction.original_response()
+        channel_id = interaction.channel_id or 0
+        address = ReplyAddress(
+            channel=channel_id, guild=guild_id, turn=interaction.id, message=echoed.id, parent=channel_id
+        )
         if key is not None:
             open_channel = _already_open(channel)  # type: ignore[arg-type]
         elif isinstance(channel, discord.TextChannel) and guild_id is not None:
             key = convert.guild_key(guild_id, channel.id, echoed.id)
-            open_channel = self._thread_opener(echoed, convert.thread_name(prompt))
+            name = convert.thread_name(prompt)
+            address = dataclasses.replace(address, channel=echoed.id, create_thread=True, thread_name=name)
+            open_channel = self.resumer.opener(address)
         else:
-            key = convert.guild_key(guild_id or 0, interaction.channel_id or 0, interaction.channel_id or 0)
+            key = convert.guild_key(guild_id or 0, channel_id, channel_id)
             open_channel = _already_open(channel)  # type: ignore[arg-type]
         incoming = convert.incoming(
             key=key,
@@ -753,6 +784,7 @@ class DiscordAdapter:
             roles=[r.id for r in getattr(user, "roles", ())],
             is_dm=guild_id is None,
             max_bytes=self.gateway.max_attachment_bytes,
+            address=address,
         )
         if options:
             incoming = dataclasses.replace(incoming, **options)

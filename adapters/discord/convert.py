@@ -1,6 +1,6 @@
 """Pure Discord → core conversions: thread keys, who was mentioned, clean text, thread names, attachments, the
-text of what Discord sends besides words (stickers, embeds, forwards, the message a reply quotes), and what a
-reaction asks for (⏹ stop, 👍/👎 feedback).
+text of what Discord sends besides words (stickers, embeds, forwards, the message a reply quotes), what a
+reaction asks for (⏹ stop, 🔁 retry, 👍/👎 feedback), and a turn's reply address (``ReplyAddress``).
 
 No I/O here. An attachment's bytes are fetched only when the engine calls ``Attachment.fetch`` (discord.py's
 ``Attachment.read``), after its declared size has been checked against the limit.
@@ -14,6 +14,7 @@ import mimetypes
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Self
 
 from bot.errors import AttachmentError
 from bot.types import Attachment, AttachmentKind, IncomingMessage, ThreadKey, kind_for_mime
@@ -53,17 +54,20 @@ class Reaction(enum.Enum):
     """What a user's reaction asks of the bot; the values of GOOD and BAD are the core's feedback values."""
 
     STOP = "stop"
+    RETRY = "retry"
     GOOD = "good"
     BAD = "bad"
 
 
 def reaction_meaning(emoji: object) -> Reaction | None:
-    """⏹ stops the running answer, 👍/👎 rate one (with or without the variation selector or a skin tone);
-    any other reaction (a custom emoji has no unicode name: None) is just a reaction."""
+    """⏹ stops the running answer, 🔁 asks an interrupted one again, 👍/👎 rate one (with or without the variation
+    selector or a skin tone); any other reaction (a custom emoji has no unicode name: None) is just a reaction."""
     bare = _EMOJI_VARIANTS.sub("", emoji) if isinstance(emoji, str) else ""
     match bare:
         case "\u23f9":
             return Reaction.STOP
+        case "\N{CLOCKWISE RIGHTWARDS AND LEFTWARDS OPEN CIRCLE ARROWS}":
+            return Reaction.RETRY
         case "👍":
             return Reaction.GOOD
         case "👎":
@@ -147,14 +151,78 @@ def clean_text(
     return re.sub(r"[ \t]{2,}", " ", text).strip()
 
 
-def message_nonce(turn_id: int, part: int) -> str:
+def message_nonce(turn_id: int, part: int, *, note: bool = False) -> str:
     """The nonce of the ``part``-th message one turn creates (``turn_id``: the message or interaction it answers).
 
     Sent with ``enforce_nonce``, Discord returns the message already made with it instead of posting again; a
     nonce derived from the turn (not random) makes a send retried after a timeout, or after a crash, match.
+    ``note``: a warning (an error, "interrupted"), counted apart from the answer's parts, so that the notice of an
+    interrupted answer is not taken for that answer's first message, nor the retried answer for the notice.
     """
-    nonce = f"{turn_id}.{part}"
-    return nonce if len(nonce) <= NONCE_CHARS else f"{turn_id:x}.{part:x}"[-NONCE_CHARS:]
+    mark = "w" if note else ""
+    nonce = f"{turn_id}.{mark}{part}"
+    return nonce if len(nonce) <= NONCE_CHARS else f"{turn_id:x}.{mark}{part:x}"[-NONCE_CHARS:]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyAddress:
+    """Where a turn's answer goes, kept with the message in the durable inbox (``IncomingMessage.reply_address``,
+    strings only), so any process can answer it over REST: one whose gateway does not see the guild (another
+    shard), or the same one after a restart.
+
+    ``channel``: the channel, thread or DM to post in; a thread still to be opened from ``message`` (a mention in a
+    plain channel, or a /ask echo there) has that message's id, in ``parent``. ``turn``: the message or interaction
+    the turn answers: its nonces derive from it, so an answer resumed elsewhere matches what was already posted.
+    """
+
+    channel: int
+    guild: int | None  # None: a DM
+    turn: int
+    message: int | None = None  # the message answered (a thread still to open grows from it)
+    parent: int | None = None  # the channel ``message`` is in
+    create_thread: bool = False
+    thread_name: str = ""
+
+    def encode(self) -> dict[str, str]:
+        return {
+            "channel": str(self.channel),
+            "guild": "" if self.guild is None else str(self.guild),
+            "turn": str(self.turn),
+            "message": "" if self.message is None else str(self.message),
+            "parent": "" if self.parent is None else str(self.parent),
+            "create_thread": "true" if self.create_thread else "false",
+            "thread_name": self.thread_name,
+        }
+
+    @classmethod
+    def decode(cls, data: Mapping[str, str]) -> Self:
+        """The address ``encode`` wrote; ValueError when it is not one (a missing or non-numeric id)."""
+
+        def optional(name: str) -> int | None:
+            value = str(data.get(name) or "")
+            if value and not value.isdigit():
+                raise ValueError(f"a Discord reply address needs a numeric {name!r}, not {value!r}")
+            return int(value) if value else None
+
+        def required(name: str) -> int:
+            value = optional(name)
+            if value is None:
+                raise ValueError(f"a Discord reply address needs {name!r}")
+            return value
+
+        create = str(data.get("create_thread") or "false") == "true"
+        address = cls(
+            channel=required("channel"),
+            guild=optional("guild"),
+            turn=required("turn"),
+            message=optional("message"),
+            parent=optional("parent"),
+            create_thread=create,
+            thread_name=str(data.get("thread_name") or ""),
+        )
+        if create and (address.message is None or address.parent is None or address.guild is None):
+            raise ValueError("a Discord reply address that opens a thread needs its guild, message and parent")
+        return address
 
 
 def sticker_text(names: Iterable[object]) -> str:
@@ -240,6 +308,7 @@ class AttachmentInfo:
     is_voice: bool
     duration_secs: float | None
     read: Callable[[], Awaitable[bytes]]
+    url: str = ""  # where it can be downloaded again, by another process (``Attachment.source``)
 
 
 def attachment_info(
@@ -250,6 +319,7 @@ def attachment_info(
     is_voice: bool,
     duration_secs: object,
     read: Callable[[], Awaitable[bytes]],
+    url: object = "",
 ) -> AttachmentInfo:
     """discord.py passes an attachment's payload values through unchecked: keep the ones of the right type."""
     return AttachmentInfo(
@@ -259,6 +329,7 @@ def attachment_info(
         is_voice=is_voice is True,
         duration_secs=_seconds(duration_secs),
         read=read,
+        url=url if isinstance(url, str) and url.startswith(("https://", "http://")) else "",
     )
 
 
@@ -292,6 +363,7 @@ def core_attachment(info: AttachmentInfo, *, max_bytes: int) -> Attachment:
         size=info.size,
         fetch=fetch,
         duration_secs=info.duration_secs if info.is_voice else None,
+        source=info.url,
     )
 
 
@@ -306,6 +378,7 @@ def incoming(
     roles: Iterable[int] = (),
     is_dm: bool = False,
     max_bytes: int,
+    address: ReplyAddress,
 ) -> IncomingMessage:
     return IncomingMessage(
         key=key,
@@ -316,4 +389,5 @@ def incoming(
         user_name=text_or(user_name, ""),  # discord.py passes a null name through
         is_dm=is_dm,
         user_roles=tuple(str(r) for r in roles),
+        reply_address=address.encode(),
     )

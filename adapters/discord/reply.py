@@ -11,7 +11,11 @@ feedback reactions there, where a reader of the whole answer ends up.
 
 Every message it creates carries a nonce made of the turn's id and the part's index, sent with ``enforce_nonce``:
 a send whose answer was lost (the connection dropped, a gateway timeout) is retried with the same nonce, and
-Discord returns the message it already made instead of posting it twice.
+Discord returns the message it already made instead of posting it twice. The same holds across processes: an
+answer resumed after a crash, or by another replica, has the same nonces, so its first post returns the message
+the interrupted attempt made (within Discord's nonce window, a few minutes), and the reply edits that message
+(whatever it held) into the new answer instead of posting a second one. Warnings (an error, "interrupted") count
+apart (``Nonces.note``), so they never land on an answer's part.
 """
 
 from __future__ import annotations
@@ -60,15 +64,22 @@ EarlyReply = Callable[[str], Awaitable[None]]
 
 class Nonces:
     """The nonces of the messages one turn creates, in order: ``turn_id`` (the message or interaction the turn
-    answers) and the part's index. Shared by everything that posts for the turn (its early reply too)."""
+    answers) and the part's index; warnings are counted apart (``note``). Shared by everything that posts for the
+    turn (its early reply too)."""
 
     def __init__(self, turn_id: int | None = None) -> None:
         self.turn_id = secrets.randbits(63) if turn_id is None else turn_id
         self._next = 0
+        self._notes = 0
 
     def next(self) -> str:
         nonce = message_nonce(self.turn_id, self._next)
         self._next += 1
+        return nonce
+
+    def note(self) -> str:
+        nonce = message_nonce(self.turn_id, self._notes, note=True)
+        self._notes += 1
         return nonce
 
 
@@ -104,9 +115,11 @@ class DiscordReply:
         typing_interval: float,
         early_reply: EarlyReply | None = None,
         nonces: Nonces | None = None,
+        on_finished: Callable[[DiscordReply], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._open = open_channel
+        self._on_finished = on_finished
         self._nonces = nonces or Nonces()
         self._throttle = throttle
         self._http = http
@@ -177,6 +190,8 @@ class DiscordReply:
             self._finished = True
         finally:
             await self._stop_typing()
+        if self._on_finished is not None and self.final_message is not None:
+            self._on_finished(self)
 
     @property
     def final_message(self) -> tuple[int, int] | None:
@@ -195,7 +210,7 @@ class DiscordReply:
         with contextlib.suppress(Exception):
             await self._flush()
         with contextlib.suppress(ChannelGone):
-            await self._send(await self._channel(), content=text)
+            await self._send(await self._channel(), content=text, nonce=self._nonces.note())
 
     # --- internals ------------------------------------------------------------------------------------------
     async def _channel(self) -> discord.abc.Messageable:
@@ -216,17 +231,27 @@ class DiscordReply:
             raise ChannelGone("the thread was deleted while I was answering") from None
 
     async def _send(
-        self, channel: discord.abc.Messageable, *, content: str | None = None, upload: OutgoingFile | None = None
+        self,
+        channel: discord.abc.Messageable,
+        *,
+        content: str | None = None,
+        upload: OutgoingFile | None = None,
+        nonce: str | None = None,
     ) -> discord.Message:
-        """Post a new message (text, or a file) with the turn's next nonce."""
-        nonce = self._nonces.next()
+        """Post a new message (text, or a file) with the turn's next nonce (or ``nonce``). A text that Discord
+        answers with an older message of that nonce (an interrupted attempt's) is written into it."""
+        nonce = nonce or self._nonces.next()
+        cid = _channel_id(channel)
 
         async def send() -> discord.Message:
             file = discord.File(io.BytesIO(upload.data), filename=upload.filename) if upload else None
             return await channel.send(content=content, file=file, nonce=nonce)  # type: ignore[arg-type]
 
-        message = await self._retrying(_channel_id(channel), send)
-        self._posted_new(_channel_id(channel), message.id)
+        message = await self._retrying(cid, send)
+        if upload is None and content is not None and not _shows(message, content):
+            sent = message
+            message = await self._retrying(cid, lambda: sent.edit(content=content))
+        self._posted_new(cid, message.id)
         return message
 
     def _posted_new(self, channel_id: int, message_id: int) -> None:
@@ -321,7 +346,9 @@ class DiscordReply:
         else:
             nonce = self._nonces.next()
             sent = await self._retrying(cid, lambda: channel.send(content=content, nonce=nonce), slot_held=True)
-            self._posted.append(_Posted(sent, content, self._clock()))
+            # An interrupted attempt's message of this nonce comes back as it was: the next render edits it.
+            shown = content if _shows(sent, content) else str(sent.content or "")
+            self._posted.append(_Posted(sent, shown, self._clock()))
             self._posted_new(cid, sent.id)
 
     async def _keep_typing(self, channel: discord.abc.Messageable) -> None:
@@ -344,6 +371,11 @@ class DiscordReply:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _shows(message: discord.Message, content: str) -> bool:
+    """Whether Discord's copy of a message holds this text (Discord trims the ends of what it is sent)."""
+    return isinstance(message.content, str) and message.content.strip() == content.strip()
 
 
 def _channel_id(channel: discord.abc.Messageable) -> int:

@@ -17,6 +17,14 @@ class DiscordSettings(SettingsBase):
     discord_gateway_url: str | None = Field(default=None, validation_alias=alias("DISCORD_GATEWAY_URL"))
     # AutoShardedClient: one process runs every shard Discord recommends (large bots).
     discord_sharded: bool = Field(default=False, validation_alias=alias("DISCORD_SHARDED", "discord_sharded"))
+    # Shards split across processes: every process gets the same count and its own shard ids (all of them when
+    # unset). Discord sends a guild's events to shard (guild id >> 22) % count, DMs to shard 0.
+    discord_shard_count: int | None = Field(
+        default=None, validation_alias=alias("DISCORD_SHARD_COUNT", "discord_shard_count")
+    )
+    discord_shard_ids: CommaList = Field(
+        default_factory=list, validation_alias=alias("DISCORD_SHARD_IDS", "discord_shard_ids")
+    )
     # Guild ids to register slash commands in (instant); empty registers them globally (can take up to an hour).
     discord_command_guilds: CommaList = Field(
         default_factory=list, validation_alias=alias("DISCORD_COMMAND_GUILDS", "discord_command_guilds")
@@ -69,7 +77,7 @@ class DiscordSettings(SettingsBase):
         default=True, validation_alias=alias("DISCORD_FEEDBACK_REACTIONS", "discord_feedback_reactions")
     )
 
-    @field_validator("discord_command_guilds", mode="before")
+    @field_validator("discord_command_guilds", "discord_shard_ids", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         return split_commas(value)

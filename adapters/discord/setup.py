@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 import discord
 import yarl
 
 from adapters.discord.settings import DiscordSettings
+from bot.errors import StartupError
 from bot.gateway import Gateway
 
 DEFAULT_API_BASE = "https://discord.com/api/v10"
@@ -65,18 +68,43 @@ def gateway_intents() -> discord.Intents:
     return intents
 
 
+def shard_plan(settings: DiscordSettings) -> tuple[int | None, list[int] | None]:
+    """``DISCORD_SHARD_COUNT`` and ``DISCORD_SHARD_IDS`` checked: (count, this process's ids), None where unset."""
+    count, ids = settings.discord_shard_count, settings.discord_shard_ids
+    if count is not None and count < 1:
+        raise StartupError(f"DISCORD_SHARD_COUNT must be at least 1, not {count}")
+    if not ids:
+        return count, None
+    if count is None:
+        raise StartupError("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT (the total number of shards) as well")
+    bad = [i for i in ids if not i.isdigit() or int(i) >= count]
+    if bad:
+        raise StartupError(
+            f"DISCORD_SHARD_IDS must list shard numbers from 0 to {count - 1} (DISCORD_SHARD_COUNT is {count}), "
+            f"not {', '.join(repr(i) for i in bad)}"
+        )
+    return count, sorted({int(i) for i in ids})
+
+
 def make_client(settings: DiscordSettings) -> discord.Client:
     # threadline never joins voice channels (voice *messages* are plain uploads), so discord.py's start-up
     # warnings about PyNaCl/davey would only mislead; these class attributes only gate those warnings.
     discord.VoiceClient.warn_nacl = False
     discord.VoiceClient.warn_dave = False
-    cls = discord.AutoShardedClient if settings.discord_sharded else discord.Client
-    return cls(
-        intents=gateway_intents(),
-        guild_ready_timeout=settings.discord_guild_ready_timeout_secs,
-        allowed_mentions=discord.AllowedMentions.none(),  # a model's "@everyone" must never ping anyone
-        max_messages=1000,
-    )
+    options: dict[str, Any] = {
+        "intents": gateway_intents(),
+        "guild_ready_timeout": settings.discord_guild_ready_timeout_secs,
+        "allowed_mentions": discord.AllowedMentions.none(),  # a model's "@everyone" must never ping anyone
+        "max_messages": 1000,
+    }
+    count, ids = shard_plan(settings)
+    if count is not None:  # this process runs these shards (all of them without ids) of ``count``
+        if ids is not None:
+            options["shard_ids"] = ids
+        return discord.AutoShardedClient(shard_count=count, **options)
+    if settings.discord_sharded:  # every shard Discord recommends, in this process
+        return discord.AutoShardedClient(**options)
+    return discord.Client(**options)
 
 
 async def doctor_checks(gateway: Gateway, settings: DiscordSettings) -> list[tuple[bool, str]]:

@@ -18,6 +18,11 @@ delete their messages (``edit_user_message``, ``delete_user_message``) and moder
 (``user_reaction``: MESSAGE_REACTION_ADD); the bot's own reactions go out as MESSAGE_REACTION_ADD too, as on
 Discord. Like Discord, reaction events reach only a session that identified with the reaction intents
 (GUILD_MESSAGE_REACTIONS for guild channels, DIRECT_MESSAGE_REACTIONS for DMs).
+
+Shards: a session that identifies with ``shard: [id, count]`` gets, like on Discord, only the guilds of its shard
+(``shard_of``: ``(guild_id >> 22) % count``; DMs go to shard 0): in READY and GUILD_CREATE, and every event of those
+guilds. ``add_guild`` makes more guilds (one text channel each), on the shard a test asks for; ``deliveries``
+records which session's shard got which event.
 """
 
 from __future__ import annotations
@@ -81,6 +86,20 @@ class Upload:
     data: bytes
 
 
+def shard_of(guild_id: int | None, shard_count: int) -> int:
+    """The shard Discord sends a guild's events to; a DM's (no guild) go to shard 0."""
+    return 0 if guild_id is None else (guild_id >> 22) % shard_count
+
+
+@dataclass
+class Delivery:
+    """One gateway event sent to one session: the shard it identified with (None: unsharded)."""
+
+    shard: tuple[int, int] | None
+    event: str
+    data: dict[str, Any]
+
+
 @dataclass
 class _Gateway:
     ws: web.WebSocketResponse
@@ -89,6 +108,10 @@ class _Gateway:
     shard: list[int] | None = None
     ready: bool = False  # READY and GUILD_CREATE sent: events injected now reach a client that knows the guild
     intents: int = 0  # what the session identified with (a RESUME keeps them)
+
+    def holds(self, guild_id: int | None) -> bool:
+        """Whether this session gets the guild's events (a DM's: ``guild_id`` None)."""
+        return self.shard is None or self.shard[0] == shard_of(guild_id, self.shard[1])
 
 
 class FakeDiscord:
@@ -120,6 +143,9 @@ class FakeDiscord:
         self.guild_id = self.new_id() if guild_id is None else guild_id
         self.bot_role_id = self.new_id()
         self.helper_role_id = self.new_id()  # a plain role users can have (for access lists)
+        self.guilds: dict[int, dict[str, Any]] = {  # guild id → name and the bot's role there
+            self.guild_id: {"name": "Test Guild", "bot_role_id": self.bot_role_id, "roles": [self.helper_role_id]}
+        }
         self.channel_id = self.new_id()  # #general, a text channel
         self.voice_channel_id = self.new_id()
         self.bot_user = {
@@ -157,6 +183,7 @@ class FakeDiscord:
         self._lost: list[tuple[int | None, bool]] = []  # answers to lose: (status or None to drop, voice only)
         self._global_stamps: deque[float] = deque()
         self.identifies: list[dict[str, Any]] = []
+        self.deliveries: list[Delivery] = []  # every event sent to a session after it identified or resumed
         self.resumes: list[dict[str, Any]] = []
         self.rest_log: list[tuple[str, str]] = []
         self._replay: list[tuple[str, dict[str, Any]]] = []
@@ -208,11 +235,29 @@ class FakeDiscord:
         user.update({"avatar": None, "bot": bot})
         return user
 
-    def _guild_channel(self, cid: int, name: str, ctype: int) -> dict[str, Any]:
+    def add_guild(self, name: str = "Other Guild", *, shard: tuple[int, int] | None = None) -> tuple[int, int]:
+        """Another guild the bot is in, with one text channel: (guild id, channel id). ``shard`` (id, count): an id
+        that Discord would send to that shard. Add guilds before the bot connects (they arrive in GUILD_CREATE)."""
+        guild_id = self.new_id()
+        if shard is not None:
+            shard_id, count = shard
+            high = guild_id >> 22
+            high += (shard_id - high) % count
+            guild_id = high << 22 | guild_id & (1 << 22) - 1
+        self.guilds[guild_id] = {"name": name, "bot_role_id": self.new_id(), "roles": []}
+        channel_id = self.new_id()
+        self.channels[channel_id] = self._guild_channel(channel_id, "general", 0, guild_id=guild_id)
+        return guild_id, channel_id
+
+    def guild_of(self, channel_id: int) -> int | None:
+        guild = self.channels.get(channel_id, {}).get("guild_id")
+        return int(guild) if guild else None
+
+    def _guild_channel(self, cid: int, name: str, ctype: int, *, guild_id: int | None = None) -> dict[str, Any]:
         return {
             "id": str(cid),
             "type": ctype,
-            "guild_id": str(self.guild_id),
+            "guild_id": str(guild_id or self.guild_id),
             "name": name,
             "position": 0,
             "permission_overwrites": [],
@@ -234,7 +279,7 @@ class FakeDiscord:
         return {
             "id": str(tid),
             "type": 11,
-            "guild_id": str(self.guild_id),
+            "guild_id": str(self.guild_of(parent_id) or self.guild_id),
             "parent_id": str(parent_id),
             "owner_id": str(owner_id),
             "name": name,
@@ -261,20 +306,22 @@ class FakeDiscord:
         self.channels[cid] = {"id": str(cid), "type": 1, "last_message_id": None, "recipients": [user]}
         return cid
 
-    def guild_payload(self) -> dict[str, Any]:
-        everyone = {"id": str(self.guild_id), "name": "@everyone", "permissions": str(0x1_FFFF_FFFF)}
-        bot_role = {"id": str(self.bot_role_id), "name": "threadline", "tags": {"bot_id": str(self.bot_id)}}
-        helpers = {"id": str(self.helper_role_id), "name": "helpers"}
+    def guild_payload(self, guild_id: int | None = None) -> dict[str, Any]:
+        guild_id = guild_id or self.guild_id
+        guild = self.guilds[guild_id]
+        everyone = {"id": str(guild_id), "name": "@everyone", "permissions": str(0x1_FFFF_FFFF)}
+        bot_role = {"id": str(guild["bot_role_id"]), "name": "threadline", "tags": {"bot_id": str(self.bot_id)}}
+        others = [{"id": str(rid), "name": "helpers"} for rid in guild["roles"]]
         roles = [
             {"permissions": "0", **role, "color": 0, "hoist": False, "position": pos, "mentionable": False}
-            for pos, role in enumerate([everyone, bot_role, helpers])
+            for pos, role in enumerate([everyone, bot_role, *others])
         ]
         for role in roles:
             role["managed"] = "tags" in role
-        in_guild = [c for c in self.channels.values() if c.get("guild_id") == str(self.guild_id)]
+        in_guild = [c for c in self.channels.values() if c.get("guild_id") == str(guild_id)]
         return {
-            "id": str(self.guild_id),
-            "name": "Test Guild",
+            "id": str(guild_id),
+            "name": guild["name"],
             "icon": None,
             "owner_id": self.alice["id"],
             "afk_timeout": 300,
@@ -295,7 +342,7 @@ class FakeDiscord:
             "members": [
                 {
                     "user": self.bot_user,
-                    "roles": [str(self.bot_role_id)],
+                    "roles": [str(guild["bot_role_id"])],
                     "joined_at": _now_iso(),
                     "deaf": False,
                     "mute": False,
@@ -405,10 +452,11 @@ class FakeDiscord:
         gw.session_id = uuid.uuid4().hex
         gw.shard = data.get("shard")
         gw.intents = self._session_intents[gw.session_id] = int(data.get("intents") or 0)
+        guilds = [gid for gid in self.guilds if gw.holds(gid)]
         ready = {
             "v": 10,
             "user": self.bot_user,
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "guilds": [{"id": str(gid), "unavailable": True} for gid in guilds],
             "session_id": gw.session_id,
             "resume_gateway_url": self.gateway_url,
             "application": {"id": str(self.app_id), "flags": self.application()["flags"]},
@@ -418,8 +466,8 @@ class FakeDiscord:
         if gw.shard is not None:
             ready["shard"] = gw.shard
         await self._send_event(gw, "READY", ready)
-        if gw.shard is None or gw.shard[0] == 0:
-            await self._send_event(gw, "GUILD_CREATE", self.guild_payload())
+        for gid in guilds:
+            await self._send_event(gw, "GUILD_CREATE", self.guild_payload(gid))
         gw.ready = True
 
     async def _resume(self, gw: _Gateway, data: dict[str, Any]) -> None:
@@ -435,17 +483,22 @@ class FakeDiscord:
 
     async def _send_event(self, gw: _Gateway, event: str, data: dict[str, Any]) -> None:
         gw.seq += 1
+        if gw.session_id is not None:
+            shard = (gw.shard[0], gw.shard[1]) if gw.shard else None
+            self.deliveries.append(Delivery(shard, event, data))
         await gw.ws.send_json({"op": 0, "t": event, "s": gw.seq, "d": data})
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        """Send a gateway event to every identified session (shard 0 only, where the guild lives) that asked for
-        it: reaction events need the reaction intents."""
+        """Send a gateway event to every identified session whose shard holds its guild (DMs: shard 0) and that
+        asked for it: reaction events need the reaction intents."""
         needed = 0
         if event.startswith("MESSAGE_REACTION_"):
             needed = GUILD_MESSAGE_REACTIONS_INTENT if data.get("guild_id") else DIRECT_MESSAGE_REACTIONS_INTENT
+        guild = data.get("guild_id")
+        guild_id = int(guild) if guild else None
         for gw in list(self._gateways):
             wanted = gw.intents & needed == needed
-            if wanted and gw.ready and (gw.shard is None or gw.shard[0] == 0) and not gw.ws.closed:
+            if wanted and gw.ready and gw.holds(guild_id) and not gw.ws.closed:
                 await self._send_event(gw, event, data)
 
     async def wait_connected(self, within: float = 10.0) -> None:
@@ -632,7 +685,7 @@ class FakeDiscord:
             "locale": "en-US",
             "app_permissions": str(0x1_FFFF_FFFF),
             "entitlements": [],
-            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "authorizing_integration_owners": {"0": str(channel.get("guild_id") or self.guild_id)},
             "context": 0 if channel.get("guild_id") else 1,
             "attachment_size_limit": 10 * 1024 * 1024,
         }
