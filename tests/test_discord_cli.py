@@ -7,7 +7,7 @@ import signal
 from pathlib import Path
 
 from tests.fakes.discord_server import FakeDiscord
-from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.fakes.openai_server import FakeOpenAI, Reply, conversation_id
 from tests.helpers import spawn_threadline, user_env
 
 
@@ -67,3 +67,36 @@ async def test_threadline_doctor_reports_the_discord_token_and_a_missing_intent(
     assert proc.returncode == 1
     assert "✓ Discord: token accepted for bot threadline" in stdout
     assert "✗ Discord: Message Content intent is OFF" in stdout and "Message Content Intent" in stdout
+
+
+async def test_a_discord_process_on_sqlite_killed_mid_answer_tells_the_thread_after_restart(
+    tmp_path: Path, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+) -> None:
+    env = {**cli_env(tmp_path, fake_discord, fake_openai), "THREADLINE_DATABASE": str(tmp_path / "threadline.db")}
+    fake_openai.default_reply = Reply(text="A long answer " * 60, token_interval=0.05, chunk=4)
+    proc = await spawn_threadline(tmp_path, env, "run", "--adapter", "discord")
+    try:
+        await fake_discord.wait_connected(within=30)
+        asked = await fake_discord.user_message(fake_discord.channel_id, "tell me a long story", mention_bot=True)
+        tid = int(asked["id"])  # the thread opened from the message has its id
+        await fake_discord.wait_for(lambda: "A long answer" in fake_discord.text_in(tid), 20, "the answer begins")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await proc.communicate()
+    conversations = set(fake_openai.conversations)
+
+    fake_openai.default_reply = Reply()
+    proc = await spawn_threadline(tmp_path, env, "run", "--adapter", "discord")
+    try:
+        await fake_discord.wait_for(lambda: "interrupted" in fake_discord.text_in(tid), 20, "the notice")
+        assert "tell me a long story" in fake_discord.text_in(tid) and "`retry`" in fake_discord.text_in(tid)
+        await fake_discord.wait_connected(within=30)
+        await fake_discord.user_message(tid, "what did I ask before?")
+        await fake_discord.wait_for(lambda: "«what did I ask before?»" in fake_discord.text_in(tid), 20, "follow-up")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    asked_in = {conversation_id(r.json.get("conversation")) for r in fake_openai.requests if r.path == "/v1/responses"}
+    assert len(asked_in) == 1, "the follow-up went to the thread's conversation, not a second one"
+    assert set(fake_openai.conversations) == conversations, "no conversation was made because of the crash"

@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 import re
 import signal
+import socket
+import sqlite3
 import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -43,11 +45,14 @@ def _env(tmp_path: Path, slack: FakeSlack, openai: FakeOpenAI, database: str, **
 
 
 @contextlib.asynccontextmanager
-async def _replicas(tmp_path: Path, env: dict[str, str], count: int) -> AsyncIterator[list[asyncio.subprocess.Process]]:
+async def _replicas(
+    tmp_path: Path, env: dict[str, str], count: int, per_replica: list[dict[str, str]] | None = None
+) -> AsyncIterator[list[asyncio.subprocess.Process]]:
     procs = []
     for n in range(count):
         folder = tmp_path / f"replica-{n}"
         folder.mkdir(exist_ok=True)
+        env_n = {**env, **(per_replica[n] if per_replica else {})}
         with (folder / "log.txt").open("ab") as log:  # a pipe nobody reads would block a chatty replica
             procs.append(
                 await asyncio.create_subprocess_exec(
@@ -58,7 +63,7 @@ async def _replicas(tmp_path: Path, env: dict[str, str], count: int) -> AsyncIte
                     "--adapter",
                     "slack",
                     cwd=folder,
-                    env=env,
+                    env=env_n,
                     stdout=log,
                     stderr=log,
                 )
@@ -212,11 +217,23 @@ async def test_a_slack_process_on_sqlite_killed_mid_answer_tells_the_thread_afte
     tmp_path: Path, fake_slack: FakeSlack, slow_openai: FakeOpenAI
 ) -> None:
     slow_openai.default_reply = Reply(text="A long answer " * 60, token_interval=0.05, chunk=4)
-    env = _env(tmp_path, fake_slack, slow_openai, str(tmp_path / "threadline.db"))
+    database = tmp_path / "threadline.db"
+    env = _env(tmp_path, fake_slack, slow_openai, str(database))
+
+    def accepted() -> int:
+        with contextlib.closing(sqlite3.connect(database)) as db:
+            return int(db.execute("SELECT count(*) FROM inbox").fetchone()[0])
+
     async with _replicas(tmp_path, env, 1) as (proc,):
         await fake_slack.wait_connections(1, within=60)
         root = _post(fake_slack, f"<@U0BOT> {_text(1, 0)}", kind="app_mention")
         await fake_slack.wait_for(lambda: any("A long answer" in t for t in fake_slack.texts(CHANNEL, root)), within=30)
+        _post(fake_slack, _text(1, 1), thread_ts=root)  # queued behind the answer in progress
+
+        async def queued() -> bool:
+            return accepted() == 2
+
+        await _until(queued, 20, "the second message is in the inbox")
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
     (conversation,) = {c for cs in _conversations_by_thread(slow_openai).values() for c in cs}
@@ -224,14 +241,82 @@ async def test_a_slack_process_on_sqlite_killed_mid_answer_tells_the_thread_afte
     slow_openai.default_reply = Reply()
     async with _replicas(tmp_path, env, 1):
         await fake_slack.wait_for(lambda: any("interrupted" in t for t in fake_slack.texts(CHANNEL, root)), within=20)
+        await fake_slack.wait_for(
+            lambda: any(f"«{_text(1, 1)}»" in t for t in fake_slack.texts(CHANNEL, root)), within=20
+        )
         texts = fake_slack.texts(CHANNEL, root)
         assert not any("A long answer" in t for t in texts), "the half-posted answer was replaced by the notice"
+        assert [kind for _, _, kind in _mentions(texts)] == ["interrupted", "answer"], "notice, then the queued one"
         _post(fake_slack, "retry", thread_ts=root)
         await fake_slack.wait_for(
-            lambda: any(f"«{_text(1, 0)}»" in t for t in fake_slack.texts(CHANNEL, root)), within=30
+            lambda: any(f"You said: «{_text(1, 0)}»" in t for t in fake_slack.texts(CHANNEL, root)), within=30
         )
-        _post(fake_slack, _text(1, 1), thread_ts=root)
+        _post(fake_slack, _text(1, 2), thread_ts=root)
         await fake_slack.wait_for(
-            lambda: any(f"«{_text(1, 1)}»" in t for t in fake_slack.texts(CHANNEL, root)), within=30
+            lambda: any(f"«{_text(1, 2)}»" in t for t in fake_slack.texts(CHANNEL, root)), within=30
         )
+    said = [(m, kind) for _, m, kind in _mentions(fake_slack.texts(CHANNEL, root))]
+    assert said == [(0, "answer"), (1, "answer"), (2, "answer")], "the retried answer took the notice's place"
     assert _conversations_by_thread(slow_openai) == {1: {conversation}}, "the thread kept its one conversation"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _listening(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
+async def test_two_http_mode_replicas_behind_a_balancer_answer_each_message_once_in_order(
+    tmp_path: Path, fake_slack: FakeSlack, fake_openai: FakeOpenAI, pg_database_url: str
+) -> None:
+    """The test is the load balancer: deliveries alternate between the replicas, and every event is delivered a
+    second time to the other replica as Slack's retry (X-Slack-Retry-Num) after a slow first answer would be."""
+    fake_openai.default_reply = Reply(token_interval=0.02, chunk=8)
+    ports = [_free_port(), _free_port()]
+    env = _env(tmp_path, fake_slack, fake_openai, pg_database_url, SLACK_SIGNING_SECRET=fake_slack.signing_secret)
+    env.pop("SLACK_APP_TOKEN")
+    urls = [f"http://127.0.0.1:{port}/slack/events" for port in ports]
+    per_replica = [{"SLACK_HTTP_PORT": str(port), "SLACK_HTTP_HOST": "127.0.0.1"} for port in ports]
+    threads, messages = 8, 3
+    async with _replicas(tmp_path, env, 2, per_replica):
+        for port in ports:
+            await _until(lambda port=port: _listening(port), 60, f"a replica listens on {port}")
+        roots: list[str] = []
+        turn = 0
+        for m in range(messages):
+            for n in range(threads):
+                text = f"<@U0BOT> {_text(n, m)}" if m == 0 else _text(n, m)
+                options = {"kind": "app_mention"} if m == 0 else {"thread_ts": roots[n]}
+                event = fake_slack.user_event(text, channel=CHANNEL, **options)
+                if m == 0:
+                    roots.append(str(event["ts"]))
+                payload = fake_slack.event_callback(event)
+                first, second = urls[turn % 2], urls[(turn + 1) % 2]
+                turn += 1
+                assert (await fake_slack.deliver(first, payload))[0] == 200
+                assert (await fake_slack.deliver(second, payload, retry_num=1))[0] == 200
+
+            async def arrived(m: int = m) -> bool:
+                return sum((await _inbox_states(pg_database_url)).values()) == threads * (m + 1)
+
+            await _until(arrived, 30, f"round {m} reached the inbox")
+
+        async def settled() -> bool:
+            states = await _inbox_states(pg_database_url)
+            return states == {"done": threads * messages}
+
+        await _until(settled, 60, "every message answered")
+    for n, ts in enumerate(roots):
+        said = _mentions(fake_slack.texts(CHANNEL, ts))
+        assert [(t, m) for t, m, _ in said] == [(n, m) for m in range(messages)], f"thread {n}: {said}"
+    used = _conversations_by_thread(fake_openai)
+    assert all(len(used[n]) == 1 for n in range(threads)), "one conversation per thread"
