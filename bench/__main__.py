@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--adapters", default=",".join(ADAPTERS), help="adapters for overhead, cadence, start-up")
     parser.add_argument("--turns", type=int, default=200, help="timed turns per overhead row (default 200)")
     parser.add_argument("--ttft", type=float, default=0.02, help="the fake model's time to first token, overhead")
+    parser.add_argument(
+        "--conversation-latency", type=float, default=0.15, help="conversation create/update, new-thread overhead"
+    )
     parser.add_argument("--threads", type=int, default=1000, help="concurrent threads (default 1000)")
     parser.add_argument("--messages", type=int, default=2, help="messages per concurrent thread (default 2)")
     parser.add_argument("--latency", type=float, default=2.0, help="model latency for concurrency (default 2 s)")
@@ -53,7 +56,10 @@ async def _run(args: argparse.Namespace) -> list[Row]:
 
         async def overhead_rows() -> list[Row]:
             async with model_server(ttft=plan.ttft, chunk=1000) as url:
-                return await overhead.measure(url, plan, folder / "overhead", ["floor", "core", *adapters])
+                rows = await overhead.measure(url, plan, folder / "overhead", ["floor", "core", *adapters])
+            latency = args.conversation_latency
+            async with model_server(ttft=plan.ttft, chunk=1000, conversation_latency=latency) as url:
+                return rows + await overhead.new_thread_rows(url, plan, folder / "overhead-new", latency)
 
         async def startup_rows() -> list[Row]:
             async with model_server(ttft=0.0) as url:

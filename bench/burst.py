@@ -5,7 +5,9 @@ default settings (the 👀 reaction and typing on).
 Each mention costs at least two requests before its answer shows (the thread, then the first post), so at 50 per
 second the last first post cannot come before ``mentions × 2 / 50`` seconds: that is the floor the row reports
 beside the p50/p99 of mention → first post (the fake's stamp of the first write with text in the thread). The row
-passes when no request was answered 429 and every answer was posted in full.
+passes when no request was answered 429 and every answer was posted in full. A second row times mention → the
+model request (the fake model's stamp of its arrival): how long the REST work of taking a mention on (thread, 👀,
+typing) holds the question back from the model.
 """
 
 from __future__ import annotations
@@ -54,8 +56,22 @@ async def _complete(where: DiscordWorld, questions: dict[int, str], within: floa
         await asyncio.sleep(1.0)
 
 
+def _asked(stamps: str) -> dict[str, float]:
+    """Question → when its first model request arrived (the model server's stamps file)."""
+    asked: dict[str, float] = {}
+    for line in stamps.splitlines():
+        at, _, text = line.partition("\t")
+        asked.setdefault(text, float(at))
+    return asked
+
+
 async def measure(folder: Path, mentions: int = 1000) -> list[Row]:
-    async with model_server(ttft=0.05) as base_url, running_bot("discord", folder, base_url) as where:
+    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+    stamps = folder / "model-requests.tsv"
+    async with (
+        model_server(ttft=0.05, stamps=stamps) as base_url,
+        running_bot("discord", folder, base_url) as where,
+    ):
         assert isinstance(where, DiscordWorld)
         assert where.fake.global_limit == (GLOBAL_PER_SECOND, 1.0), "the fake enforces the global limit"
         sent: dict[int, float] = {}
@@ -71,6 +87,8 @@ async def measure(folder: Path, mentions: int = 1000) -> list[Row]:
         requests, limited, global_limited = len(fake.rest_log), fake.rate_limited, fake.global_rate_limited
         reactions, typing = len(fake.reactions), len(fake.typing)
     delays = [first[t] - sent[t] for t in first]
+    asked = _asked(await asyncio.to_thread(stamps.read_text))
+    to_model = [asked[q] - sent[t] for t, q in questions.items() if q in asked]
     last = max(first.values()) - began if first else float("nan")
     passed = limited == 0 and complete == mentions and len(first) == mentions
     return [
@@ -99,5 +117,15 @@ async def measure(folder: Path, mentions: int = 1000) -> list[Row]:
                 "reactions": reactions,
                 "typing": typing,
             },
-        )
+        ),
+        Row(
+            measure="burst: mention → model request",
+            adapter="discord",
+            unit="s",
+            p50=percentile(to_model, 50),
+            p99=percentile(to_model, 99),
+            note=f"the same {mentions} mentions: the fake model's stamp of each question's first request; "
+            f"{len(to_model)} of {mentions} asked",
+            extra={"asked": len(to_model), "first_s": min(to_model, default=float("nan"))},
+        ),
     ]

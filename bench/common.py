@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ def bench_settings(folder: Path, openai_base_url: str, **overrides: Any) -> Sett
 
 
 class TimedReply:
-    """A ReplyStream that stamps (``time.monotonic``) the first text and the end of the answer."""
+    """A ReplyStream that stamps the first text and the end of the answer: ``time.monotonic`` unless another
+    ``clock`` is given (``time.time`` when stamps from several processes are compared)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self.first_text: float | None = None
         self.ended: float | None = None
         self.started: float | None = None
@@ -30,11 +33,11 @@ class TimedReply:
         self.failed: str | None = None
 
     async def start(self) -> None:
-        self.started = time.monotonic()
+        self.started = self.clock()
 
     async def append(self, delta: str) -> None:
         if self.first_text is None:
-            self.first_text = time.monotonic()
+            self.first_text = self.clock()
         self.text += delta
 
     async def attach(self, part: OutgoingFile) -> None:
@@ -52,11 +55,11 @@ class TimedReply:
         return None
 
     async def finish(self) -> None:
-        self.ended = time.monotonic()
+        self.ended = self.clock()
 
     async def fail(self, message: str) -> None:
         self.failed = message
-        self.ended = time.monotonic()
+        self.ended = self.clock()
 
 
 def message(platform: str, thread: str, text: str, event_id: str, user: str = "U1") -> IncomingMessage:

@@ -9,6 +9,11 @@ Rows: the bare openai SDK against the same fake (the floor: fake + SDK + loopbac
 (TurnHandler + engine into a timestamping ReplyStream); the console adapter (in-memory stdin/stdout); Slack
 (Socket Mode, HTTP) and Discord: a bot process, from the fake platform sending the event to the fake's stamp of
 the first API call that shows answer text. The ratio column is a row's p50 over the floor's p50.
+
+New-thread rows (``new_thread_rows``): only first messages of new threads, through the core, against a model server
+whose conversation creates and updates take a round trip (``--conversation-latency``), with the conversation pool
+off and on (``THREADLINE_CONVERSATION_POOL``). Off, each first message waits for ``conversations.create``; on, it
+takes a conversation made ahead of need. Ratio: pool on over pool off.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ TARGET = "p50 ≤ 10 ms, p99 ≤ 40 ms"
 PLATFORM_GAP = 0.02  # seconds between a turn's end and the next event (events never come back to back)
 CONSOLE_PROMPT = "threadline> "  # what ConsoleReply.start writes before the first text
 WARM_TURNS = 3
+NEW_THREAD_GAP = 0.3  # seconds between new threads (a chat's new threads are seconds apart; the pool refills)
+POOL_SIZE = 4  # the setting's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +49,7 @@ class Plan:
     turns: int = 200
     per_thread: int = 5
     ttft: float = 0.02
+    new_threads: int = 50
 
     def describe(self, turns: int) -> str:
         return f"{turns} turns, {self.per_thread} per thread, TTFT {self.ttft * 1000:g} ms"
@@ -203,6 +211,46 @@ async def measure(base_url: str, plan: Plan, folder: Path, adapters: list[str]) 
             note = "bot process; fake platform's send → its stamp of the first text call"
             rows.append(overhead_row(kind, await platform_samples(kind, base_url, plan, folder / kind), plan, note))
     return _against_floor(rows)
+
+
+async def new_thread_samples(base_url: str, plan: Plan, folder: Path, pool: int) -> list[float]:
+    """Core overhead of first messages only, each in a new thread; the pool (when on) is full when timing starts."""
+    async with open_runtime(bench_settings(folder, base_url, conversation_pool=pool)) as runtime:
+        await warm_up(runtime)
+        await runtime.engine.pool.settled()
+        samples = []
+        for index in range(plan.new_threads):
+            await asyncio.sleep(NEW_THREAD_GAP)
+            incoming = message("core", f"new{index}", f"first question in thread new{index}", f"new{index}")
+            started = time.monotonic()
+            reply = await run_turn(runtime, incoming)
+            assert reply.first_text is not None
+            samples.append((reply.first_text - started - plan.ttft) * 1000)
+        return samples
+
+
+async def new_thread_rows(base_url: str, plan: Plan, folder: Path, conversation_latency: float) -> list[Row]:
+    """Pool off, then on, against one model server whose conversation calls take ``conversation_latency``."""
+    rows = []
+    for pool in (0, POOL_SIZE):
+        samples = await new_thread_samples(base_url, plan, folder / f"pool-{pool}", pool)
+        p95 = percentile(samples, 95)
+        rows.append(
+            Row(
+                measure="overhead: a new thread's first message",
+                adapter=f"core, conversation pool of {pool}" if pool else "core, conversation pool off",
+                unit="ms",
+                p50=percentile(samples, 50),
+                p99=percentile(samples, 99),
+                note=(
+                    f"{len(samples)} new threads {NEW_THREAD_GAP:g} s apart, TTFT {plan.ttft * 1000:g} ms, "
+                    f"conversation create/update {conversation_latency * 1000:g} ms; p95 {p95:.1f} ms"
+                ),
+                extra={"turns": len(samples), "p95_ms": p95, "max_ms": max(samples), "samples_ms": samples},
+            )
+        )
+    off, on = rows
+    return [off, dataclasses.replace(on, ratio=(on.p50 or 0) / off.p50 if off.p50 else None)]
 
 
 def _against_floor(rows: list[Row]) -> list[Row]:
