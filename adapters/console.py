@@ -153,6 +153,7 @@ class ConsoleAdapter:
 
     async def run(self) -> None:
         self.thread = await self.gateway.latest_thread(PLATFORM) or self.thread
+        self.gateway.connected(PLATFORM, True)  # reading its input: /healthz counts it as connected
         if self.interactive:
             self.err.write("threadline console: type a message, /help for commands, /quit to exit.\n")
         while not self._closed:
@@ -171,6 +172,7 @@ class ConsoleAdapter:
                 continue
             await self._turn(text)
         await self.gateway.wait_idle()
+        self.gateway.connected(PLATFORM, False)
 
     async def _turn(self, text: str, kind: TurnKind = TurnKind.CHAT) -> None:
         attachments, self._pending = tuple(self._pending), []

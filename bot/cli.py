@@ -22,6 +22,7 @@ from bot.logging_setup import setup_logging
 from bot.runtime import Runtime, open_runtime
 from bot.settings import Settings
 from bot.store import SchemaTooNew, StoreUnavailable, open_store
+from bot.usage_report import print_usage, since_argument
 
 log = logging.getLogger("threadline")
 
@@ -48,12 +49,15 @@ async def serve(settings: Settings, sections: Mapping[str, Any], names: Sequence
     try:
         async with open_runtime(settings) as runtime:
             adapters = [load_adapter_module(name).build(runtime.gateway, sections[name]) for name in names]
-            calendar = asyncio.create_task(_log_calendar(runtime), name="model-calendar")
-            try:
-                return await _run_adapters(runtime, adapters)
-            finally:
-                calendar.cancel()
-                await asyncio.gather(calendar, return_exceptions=True)
+            runtime.health.expect(adapter.name for adapter in adapters)
+            # THREADLINE_HTTP_PORT: /healthz and /metrics, unless an adapter took them onto its own server.
+            async with runtime.health.serving():
+                calendar = asyncio.create_task(_log_calendar(runtime), name="model-calendar")
+                try:
+                    return await _run_adapters(runtime, adapters)
+                finally:
+                    calendar.cancel()
+                    await asyncio.gather(calendar, return_exceptions=True)
     except (StoreUnavailable, SchemaTooNew) as exc:  # from open_runtime; adapters report their own failures
         raise StartupError(str(exc)) from exc
 
@@ -143,6 +147,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("doctor", help="check the OpenAI key, models, database and adapters")
     feedback = sub.add_parser("feedback", help="print the latest 👍/👎 feedback on answers, newest first")
     feedback.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20)")
+    usage = sub.add_parser("usage", help="tokens and estimated cost from the usage ledger, per user, model and day")
+    usage.add_argument(
+        "--since", type=since_argument, default="30d", help="7d, 24h or a UTC date such as 2026-11-01 (default 30d)"
+    )
+    usage.add_argument("--csv", action="store_true", help="one CSV row per day, platform, user, channel and model")
     return parser
 
 
@@ -163,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run_doctor(settings, sections, load_adapter_module))
     if args.command == "feedback":
         return asyncio.run(print_feedback(settings, max(1, args.limit)))
+    if args.command == "usage":
+        return asyncio.run(print_usage(settings, args.since, as_csv=args.csv))
     if not settings.openai_api_key.get_secret_value() and not settings.openai_base_url:
         print(
             "threadline: OPENAI_API_KEY is not set. Export it (or put it in .env), "

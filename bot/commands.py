@@ -1,4 +1,4 @@
-"""Chat commands shared by every adapter: help, reset, model, usage.
+"""Chat commands shared by every adapter: help, reset, model, voice, usage, and the admins' budget.
 
 Slack's ``/threadline``, Discord's slash commands and the console's ``/…`` lines all land here, so the answers
 are the same everywhere.
@@ -7,28 +7,25 @@ are the same everywhere.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 
+from bot.budget_commands import budget_command
 from bot.protocols import TurnEngine
 from bot.settings import Settings
 from bot.store import Store
 from bot.types import ThreadKey
+from bot.usage_report import usage_command
 from bot.voice_mode import set_voice
 
 HELP = (
     "*threadline* answers when you mention it, in its threads and in DMs. Attach images, voice notes or files.\n"
     "Commands: `help` (this text), `reset` (the next message starts a fresh conversation), "
-    "`model` (show the model) or `model NAME` (set it for this channel), `usage` (your tokens this month), "
+    "`model` (show the model) or `model NAME` (set it for this channel), `usage` (your tokens today and this month), "
     '`imagine PROMPT` (draw an image; reply "make it blue" to edit it, or attach an image with an instruction), '
-    "`voice on|off` (spoken replies in this thread)."
+    "`voice on|off` (spoken replies in this thread). Admins: `access` (who may use the bot), "
+    "`budget` (token limits), `usage channel|all` (usage and cost)."
 )
 
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
-
-
-def month_start(now: datetime | None = None) -> float:
-    now = now or datetime.now(UTC)
-    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
 
 
 class Commands:
@@ -37,8 +34,9 @@ class Commands:
         self.store = store
         self.engine = engine
 
-    async def run(self, text: str, *, key: ThreadKey, user_id: str) -> str:
-        """Run one command line (``reset``, ``model gpt-x``…) and return the reply text."""
+    async def run(self, text: str, *, key: ThreadKey, user_id: str, admin: bool = False) -> str:
+        """Run one command line (``reset``, ``model gpt-x``…) and return the reply text. ``admin``: the sender is an
+        admin (``bot.admins``); the gateway has already refused ``ADMIN_COMMANDS`` to everyone else."""
         name, _, arg = text.strip().partition(" ")
         name, arg = name.lower().lstrip("/"), arg.strip()
         if name in {"", "help"}:
@@ -50,12 +48,12 @@ class Commands:
             return await self._model(key, arg)
         if name == "voice":
             return await set_voice(self.store, key, arg)
-        if name == "usage":
-            turns, tokens_in, tokens_out = await self.store.usage_since(key.platform, user_id, month_start())
-            return (
-                f"This month you used {tokens_in + tokens_out:,} tokens "
-                f"({tokens_in:,} in, {tokens_out:,} out) over {turns:,} turns."
+        if name == "usage":  # bot/usage_report.py
+            return await usage_command(
+                arg, settings=self.settings, store=self.store, key=key, user_id=user_id, is_admin=admin
             )
+        if name == "budget":  # bot/budget_commands.py (the gateway refuses it to non-admins first)
+            return await budget_command(arg, settings=self.settings, store=self.store, key=key, is_admin=admin)
         return f"Unknown command `{name}`. {HELP}"
 
     async def _model(self, key: ThreadKey, arg: str) -> str:

@@ -31,6 +31,7 @@ from bot.imaging import (
     check_mask,
 )
 from bot.media import normalize_image
+from bot.metrics import Metrics
 from bot.openai_errors import api_error_message, terminal_event_error
 from bot.protocols import ReplyStream, is_stop_request
 from bot.settings import Settings
@@ -141,10 +142,13 @@ class _TurnRender:
 
 
 class ConversationsEngine:
-    def __init__(self, *, settings: Settings, store: Store, client: AsyncOpenAI) -> None:
+    def __init__(
+        self, *, settings: Settings, store: Store, client: AsyncOpenAI, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
         self.client = client
+        self.metrics = metrics or Metrics()
         self.attachments = AttachmentReader(settings=settings, store=store, client=client)
         self.speaker = speaker_for(
             client, model=settings.tts_model, voice=settings.tts_voice, timeout_secs=settings.speech_timeout_secs
@@ -435,6 +439,13 @@ class ConversationsEngine:
         usage = response.get("usage")
         if not usage:
             return
+        self.metrics.tokens(
+            message.key.platform,
+            response.get("model") or model,
+            input_tokens=int(usage.get("input_tokens") or 0),
+            output_tokens=int(usage.get("output_tokens") or 0),
+            cached_tokens=int((usage.get("input_tokens_details") or {}).get("cached_tokens") or 0),
+        )
         await self.store.record_usage(
             UsageRow(
                 platform=message.key.platform,
@@ -444,6 +455,7 @@ class ConversationsEngine:
                 model=response.get("model") or model,
                 input_tokens=int(usage.get("input_tokens") or 0),
                 output_tokens=int(usage.get("output_tokens") or 0),
+                cached_input_tokens=int((usage.get("input_tokens_details") or {}).get("cached_tokens") or 0),
             )
         )
 

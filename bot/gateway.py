@@ -14,10 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiohttp
+from aiohttp import web
 
-from bot.access import access_denied_reason
+from bot.access import Access
+from bot.admins import ADMIN_COMMANDS, admin_id, audit_arguments, is_admin, not_admin
+from bot.audit import audit
 from bot.commands import HELP, Commands
+from bot.health import Health
 from bot.inbox_codec import encode_address, encode_message
+from bot.metrics import Metrics, TurnOutcome
 from bot.protocols import ReplyStream, Resumer
 from bot.settings import Settings
 from bot.store import Store, StoreUnavailable
@@ -33,7 +38,7 @@ OPEN_COMMANDS = frozenset({"", "help"})
 class Outcome(enum.StrEnum):
     QUEUED = "queued"  # accepted: the turn runs in its thread's lane
     DUPLICATE = "duplicate"  # a repeated delivery of something already accepted: nothing was said
-    REFUSED = "refused"  # the sender may not use the bot here: the reply got one short refusal
+    REFUSED = "refused"  # the sender may not use the bot here: the reply got one short refusal (at most hourly)
     FAILED = "failed"  # could not be taken on (the database is down): the reply got one short line
     ANSWERED = "answered"  # nothing to answer (a bare mention): the reply got the help text; no turn, no thread
 
@@ -57,12 +62,17 @@ class Gateway:
         turns: TurnHandler,
         commands: Commands,
         http: aiohttp.ClientSession,
+        metrics: Metrics | None = None,
+        health: Health | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._turns = turns
         self._commands = commands
         self._http = http
+        self._access = Access(settings, store)
+        self._metrics = metrics or Metrics()
+        self._health = health
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -87,10 +97,18 @@ class Gateway:
         """The thread part of the platform's most recently used thread (the console resumes it)."""
         return await self._store.latest_thread_id(platform)
 
-    def refusal(self, message: IncomingMessage) -> str | None:
+    async def refusal(self, message: IncomingMessage) -> str | None:
         """Why this sender may not use the bot here (the polite line to show), or None. For adapters that must
-        decide before they show anything (Discord's /ask echo); ``submit`` checks again."""
-        return access_denied_reason(self._settings, message)
+        decide before they show anything (Discord's /ask echo, a reaction); ``submit`` checks again. With the
+        database unreachable and no rules read before, the line says so."""
+        try:
+            refused = await self._access.check(message)
+        except StoreUnavailable as exc:
+            return str(exc)
+        if refused is None:
+            return None
+        self._access.audit(message, refused, attempt="check", told=None)
+        return refused.text
 
     async def submit(self, message: IncomingMessage, reply: ReplyStream) -> Submission:
         """Dedupe, check access, then write the message into the durable inbox and run it in its thread's lane.
@@ -102,19 +120,24 @@ class Gateway:
         """
         try:
             bare = message.kind is TurnKind.CHAT and not message.text.strip() and not message.attachments
-            reason = access_denied_reason(self._settings, message)
+            refused = await self._access.check(message)
             is_retry = message.kind is TurnKind.CHAT and not message.attachments and _is_retry(message.text)
-            not_queued = bare or reason is not None or is_retry  # only dedupe keys are written for these
+            not_queued = bare or refused is not None or is_retry  # only dedupe keys are written for these
             if not_queued and message.dedupe_keys and not await self._store.claim_events(message.dedupe_keys):
                 log.info("dropped duplicate delivery %s", message.dedupe_keys[0])
+                self._metrics.turn(message.key.platform, TurnOutcome.DUPLICATE)
                 return Submission(Outcome.DUPLICATE)
             if bare:
                 log.info("answered an empty message in %s with the help text", message.key)
                 await _say(reply, HELP, failed=False)
                 return Submission(Outcome.ANSWERED)
-            if reason is not None:
-                log.info("access denied for user %s in %s", message.user_id, message.key)
-                await _say(reply, reason, failed=True)
+            if refused is not None:
+                told = await self._access.tell(message)
+                self._access.audit(message, refused, attempt="message", told=told)
+                self._metrics.turn(message.key.platform, TurnOutcome.REFUSED)
+                self._metrics.refused(message.key.platform, "access")
+                if told:
+                    await _say(reply, refused.text, failed=True)
                 return Submission(Outcome.REFUSED)
             if is_retry:
                 waiter = await self._turns.retry(message.key)
@@ -122,6 +145,17 @@ class Gateway:
                     await _say(reply, "There is no interrupted answer to retry in this thread.", failed=False)
                     return Submission(Outcome.ANSWERED)
                 return Submission(Outcome.QUEUED, waiter)
+            # The request rate (bot/budgets.py): a refused message is not queued; its dedupe keys are claimed so a
+            # redelivery stays quiet. Token budgets are checked later, as the turn starts in its lane.
+            too_fast = await self._turns.budgets.rate_refusal(message)
+            if too_fast is not None:
+                if message.dedupe_keys and not await self._store.claim_events(message.dedupe_keys):
+                    return Submission(Outcome.DUPLICATE)
+                log.info("user %s in %s is over the request rate", message.user_id, message.key)
+                self._metrics.turn(message.key.platform, TurnOutcome.REFUSED)
+                self._metrics.refused(message.key.platform, "rate")
+                await _say(reply, too_fast, failed=True)
+                return Submission(Outcome.REFUSED)
             entry_id = await self._store.accept(
                 message.dedupe_keys,
                 message.key,
@@ -130,9 +164,11 @@ class Gateway:
             )
             if entry_id is None:
                 log.info("dropped duplicate delivery %s", message.dedupe_keys[0])
+                self._metrics.turn(message.key.platform, TurnOutcome.DUPLICATE)
                 return Submission(Outcome.DUPLICATE)
         except StoreUnavailable as exc:
             log.error("could not take on a message in %s: %s", message.key, exc)
+            self._metrics.turn(message.key.platform, TurnOutcome.FAILED)
             await _say(reply, str(exc), failed=True)
             return Submission(Outcome.FAILED)
         return Submission(Outcome.QUEUED, self._turns.enqueue(entry_id, message, reply))
@@ -147,30 +183,61 @@ class Gateway:
         roles: Sequence[str] = (),
         is_dm: bool = False,
         dedupe_keys: Sequence[str] = (),
+        manage_guild: bool = False,
     ) -> Submission:
         """Run a shared command (``help``, ``reset``, ``model``, ``usage``…) and say its answer through ``reply``.
 
-        The same access rules as messages apply, except to ``help``; commands never claim a thread.
+        The same access rules as messages apply, except to ``help``; commands never claim a thread. Admin commands
+        (``access``…) are for admins only (``bot.admins``; ``manage_guild``: a Discord member with Manage Server),
+        whatever the access rules say; others get one short line. Both are audit lines.
         """
         probe = IncomingMessage(
             key=key, user_id=user, text=text, dedupe_keys=tuple(dedupe_keys), is_dm=is_dm, user_roles=tuple(roles)
         )
-        name = text.strip().partition(" ")[0].lower().lstrip("/")
+        name, _, arg = text.strip().partition(" ")
+        name = name.lower().lstrip("/")
+        admin = is_admin(self._settings, key.platform, user, manage_guild=manage_guild)
+        who = {"actor": admin_id(key.platform, user), "platform": key.platform, "workspace": key.workspace}
         try:
             if probe.dedupe_keys and not await self._store.claim_events(probe.dedupe_keys):
                 return Submission(Outcome.DUPLICATE)
-            reason = None if name in OPEN_COMMANDS else access_denied_reason(self._settings, probe)
-            if reason is not None:
-                log.info("command %r refused for user %s in %s", name, user, key)
-                await _say(reply, reason, failed=True)
+            if name in ADMIN_COMMANDS and not admin:
+                audit("admin_refused", **who, channel=key.channel, command=name)
+                self._metrics.refused(key.platform, "admin")
+                await _say(reply, not_admin(name), failed=True)
                 return Submission(Outcome.REFUSED)
-            answer = await self._commands.run(text, key=key, user_id=user)
+            refused = None if name in OPEN_COMMANDS or name in ADMIN_COMMANDS else await self._access.check(probe)
+            if refused is not None:
+                told = await self._access.tell(probe)
+                self._access.audit(probe, refused, attempt="command", told=told)
+                self._metrics.refused(key.platform, "access")
+                if told:
+                    await _say(reply, refused.text, failed=True)
+                return Submission(Outcome.REFUSED)
+            if name in ADMIN_COMMANDS:
+                audit("admin_command", **who, channel=key.channel, command=name, arguments=audit_arguments(name, arg))
+            if name == "access":
+                answer = await self._access.rules.command(arg, platform=key.platform, actor=who["actor"])
+            else:
+                answer = await self._commands.run(text, key=key, user_id=user, admin=admin)
         except StoreUnavailable as exc:
             log.error("command %r in %s failed: %s", name, key, exc)
             await _say(reply, str(exc), failed=True)
             return Submission(Outcome.FAILED)
         await _say(reply, answer, failed=False)
         return Submission(Outcome.QUEUED)
+
+    def connected(self, platform: str, up: bool) -> None:
+        """The adapter is connected to its platform (``up``) or has lost it: ``/healthz`` is ready only while every
+        adapter is connected."""
+        log.debug("%s adapter %s", platform, "connected" if up else "disconnected")
+        self._metrics.adapter(platform, connected=up)
+
+    def http_routes(self, port: int | None) -> list[web.RouteDef]:
+        """``/healthz`` and ``/metrics``, for an adapter whose own HTTP server listens on ``port``, when that is
+        ``THREADLINE_HTTP_PORT``: the adapter adds them to its app and threadline opens no second server. Empty
+        otherwise. Call it when the adapter is built (before ``threadline run`` opens its own server)."""
+        return self._health.claim(port) if self._health is not None else []
 
     def register(self, platform: str, resumer: Resumer) -> None:
         """How this platform answers messages this process did not receive (after a crash, or from another

@@ -1,5 +1,6 @@
 """The process-wide objects, built once and passed explicitly: settings, store, one OpenAI client, one HTTP
-session, the engine, the turn handler, the shared commands, and the gateway adapters talk to."""
+session, the metrics and health report, the engine, the turn handler, the shared commands, and the gateway adapters
+talk to."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from openai import AsyncOpenAI
 from bot.commands import Commands
 from bot.engine import ConversationsEngine
 from bot.gateway import Gateway
+from bot.health import Health
+from bot.metrics import Metrics
 from bot.openai_http import openai_http_client
 from bot.settings import Settings
 from bot.store import Store, open_store
@@ -31,6 +34,8 @@ class Runtime:
     turns: TurnHandler
     commands: Commands
     gateway: Gateway
+    metrics: Metrics
+    health: Health
 
 
 def build_http_session(settings: Settings) -> aiohttp.ClientSession:
@@ -39,13 +44,15 @@ def build_http_session(settings: Settings) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120))
 
 
-def build_openai_client(settings: Settings, http: aiohttp.ClientSession | None = None) -> AsyncOpenAI:
+def build_openai_client(
+    settings: Settings, http: aiohttp.ClientSession | None = None, *, metrics: Metrics | None = None
+) -> AsyncOpenAI:
     return AsyncOpenAI(
         api_key=settings.openai_api_key.get_secret_value() or "missing-key",
         base_url=settings.openai_base_url or None,
         timeout=settings.openai_timeout_secs,
         max_retries=settings.openai_max_retries,
-        http_client=openai_http_client(settings, http),
+        http_client=openai_http_client(settings, http, metrics=metrics),
     )
 
 
@@ -56,16 +63,26 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     try:
         await store.prune_events(settings.dedupe_retention_hours * 3600)
         await store.prune_inbox(settings.dedupe_retention_hours * 3600)
+        metrics = Metrics()
+        health = Health(settings=settings, store=store, metrics=metrics)
         http = build_http_session(settings)
-        client = build_openai_client(settings, http)
+        client = build_openai_client(settings, http, metrics=metrics)
         try:
-            engine = ConversationsEngine(settings=settings, store=store, client=client)
+            engine = ConversationsEngine(settings=settings, store=store, client=client, metrics=metrics)
             commands = Commands(settings=settings, store=store, engine=engine)
-            turns = TurnHandler(settings=settings, engine=engine, store=store)
-            gateway = Gateway(settings=settings, store=store, turns=turns, commands=commands, http=http)
+            turns = TurnHandler(settings=settings, engine=engine, store=store, metrics=metrics)
+            gateway = Gateway(
+                settings=settings,
+                store=store,
+                turns=turns,
+                commands=commands,
+                http=http,
+                metrics=metrics,
+                health=health,
+            )
             await turns.start()
             try:
-                yield Runtime(settings, store, client, http, engine, turns, commands, gateway)
+                yield Runtime(settings, store, client, http, engine, turns, commands, gateway, metrics, health)
             finally:
                 try:
                     await turns.close()

@@ -23,9 +23,12 @@ from pydantic_settings import (
 )
 
 from bot.defaults import DEFAULT_REALTIME_MODEL, DEFAULT_VOICE
+from bot.prices import ModelPrice, parse_prices
 from bot.store.location import DatabaseLocation, parse_database
 
 CommaList = Annotated[list[str], NoDecode]
+ADMIN_PLATFORMS = ("slack", "discord", "console")
+Prices = Annotated[dict[str, ModelPrice], NoDecode]
 
 
 def alias(*names: str) -> Any:
@@ -121,6 +124,33 @@ class Settings(SettingsBase):
     allowed_channels: CommaList = Field(default_factory=list)
     allowed_roles: CommaList = Field(default_factory=list)
     allow_dms: bool = True
+    # Deny beats allow. Guilds are Discord servers. Admins change all of these at run time (`access …`, stored).
+    denied_users: CommaList = Field(default_factory=list)
+    denied_channels: CommaList = Field(default_factory=list)
+    denied_roles: CommaList = Field(default_factory=list)
+    allowed_guilds: CommaList = Field(default_factory=list)
+    denied_guilds: CommaList = Field(default_factory=list)
+    # How long a replica keeps the stored access rules before reading them again (the one that changed them at once).
+    access_cache_secs: float = Field(default=5.0, ge=0, le=300)
+    # A refused user is told why at most once an hour (stored: across replicas), never, or every time.
+    refusal_replies: Literal["hourly", "never", "always"] = "hourly"
+
+    # --- Admins ---------------------------------------------------------------------------------------------
+    # Platform-prefixed ids: slack:U0123ABCD, discord:123456789012345678, console:<login name>.
+    admins: CommaList = Field(default_factory=list)
+    # On Discord, members with Manage Server are admins too.
+    manage_server_admins: bool = True
+
+    # --- Budgets (tokens = input + output from the usage ledger; 0: no limit) and prices ----------------------
+    # Per user per UTC day/month, per channel per UTC day/month; `budget …` (admins) overrides them per user or channel.
+    user_daily_tokens: int = Field(default=0, ge=0)
+    user_monthly_tokens: int = Field(default=0, ge=0)
+    channel_daily_tokens: int = Field(default=0, ge=0)
+    channel_monthly_tokens: int = Field(default=0, ge=0)
+    # A token bucket per user, kept in the store (holds across replicas and restarts): bursts of this many.
+    user_requests_per_minute: float = Field(default=0, ge=0)
+    # USD per 1M tokens per model, for cost estimates (bot/prices.py): THREADLINE_PRICES JSON or a [prices] table.
+    prices: Prices = Field(default_factory=dict)
 
     # --- Durable turns (several replicas share one PostgreSQL database) ------------------------------------------
     # A replica that dies (SIGKILL, a lost machine) loses its threads after this long; its heartbeat renews them
@@ -128,6 +158,12 @@ class Settings(SettingsBase):
     lease_secs: float = Field(default=15.0, ge=1, le=300)
     # An answer cut short by a crash is asked again by itself (else its thread is told, and `retry` asks again).
     retry_interrupted: bool = False
+
+    # --- Health and metrics ---------------------------------------------------------------------------------
+    # /healthz and /metrics (Prometheus) on this port, with any adapter; unset: no server. Slack's HTTP mode
+    # shares it when SLACK_HTTP_PORT is the same port.
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+    http_host: str = "0.0.0.0"
 
     # --- Store ----------------------------------------------------------------------------------------------
     # A file path or sqlite:///PATH (SQLite, one process), or postgresql://USER:PASSWORD@HOST:PORT/DB.
@@ -139,11 +175,42 @@ class Settings(SettingsBase):
     database_pool_size: int = Field(default=10, ge=1)
     dedupe_retention_hours: float = 72.0
     log_level: str = "INFO"
+    # "json": every log line one JSON object (time, level, logger, message and structured fields such as audit's).
+    log_format: Literal["text", "json"] = "text"
 
-    @field_validator("tools", "allowed_users", "allowed_channels", "allowed_roles", mode="before")
+    @field_validator(
+        "tools",
+        "allowed_users",
+        "allowed_channels",
+        "allowed_roles",
+        "denied_users",
+        "denied_channels",
+        "denied_roles",
+        "allowed_guilds",
+        "denied_guilds",
+        "admins",
+        mode="before",
+    )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         return split_commas(value)
+
+    @field_validator("admins")
+    @classmethod
+    def _admins(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            platform, _, user = entry.partition(":")
+            if platform not in ADMIN_PLATFORMS or not user.strip():
+                raise ValueError(
+                    f"{entry!r} is not an admin id: write the platform, a colon and the user id, "
+                    "e.g. slack:U0123ABCD, discord:123456789012345678 or console:alice"
+                )
+        return value
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _prices(cls, value: Any) -> Any:
+        return parse_prices(value)
 
     @field_validator("database", mode="before")
     @classmethod

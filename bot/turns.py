@@ -16,21 +16,27 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from bot.audio_encode import AudioFormat
+from bot.budgets import Budgets, OverBudget
 from bot.errors import UserFacingError
 from bot.inbox_codec import decode_address, decode_message
+from bot.metrics import Metrics, TurnOutcome
 from bot.protocols import STOP_REQUESTED, Checkpointed, ReplyStream, Resumer, TurnEngine, is_stop_request
 from bot.settings import Settings
 from bot.store import InboxEntry, InboxState, Store, StoreUnavailable
-from bot.types import IncomingMessage, ThreadKey
+from bot.types import IncomingMessage, OutgoingFile, TaskStep, ThreadKey
 
 log = logging.getLogger("threadline.turns")
 
 # The cancel message of turns cut short because this process shuts down (not a user's stop).
 SHUTTING_DOWN = "threadline: shutting down"
+# The cancel message of a turn whose thread's lease lapsed (this process was too slow to renew it).
+LEASE_LOST = "threadline: the thread's lease was lost"
 RETRY_WORD = "retry"
 
 
@@ -49,10 +55,12 @@ class _Job:
 
 
 class TurnHandler:
-    def __init__(self, *, settings: Settings, engine: TurnEngine, store: Store) -> None:
+    def __init__(self, *, settings: Settings, engine: TurnEngine, store: Store, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.engine = engine
         self.store = store
+        self.metrics = metrics or Metrics()
+        self.budgets = Budgets(settings=settings, store=store)  # checked as each turn starts (bot/budgets.py)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._cap = asyncio.Semaphore(settings.max_concurrent_turns)
         self._resumers: dict[str, Resumer] = {}
@@ -61,8 +69,12 @@ class TurnHandler:
         self._lanes: dict[ThreadKey, asyncio.Task[None]] = {}  # threads this process is running (it holds the lease)
         self._dirty: set[ThreadKey] = set()  # a lane must look at its thread's inbox once more before it ends
         self._running: dict[ThreadKey, asyncio.Task[None]] = {}  # the lane while it runs a turn (for stop)
+        self._stop_asked: set[ThreadKey] = set()  # its running turn was stopped by its user (for the metrics)
         self._sweeper: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._lost: set[ThreadKey] = set()  # threads whose lease lapsed while this process answered there
         self._wake = asyncio.Event()
+        self.metrics.track_turns(queued=lambda: len(self._jobs), running=lambda: len(self._running))
 
     # --- life cycle ----------------------------------------------------------------------------------------
     def register(self, platform: str, resumer: Resumer) -> None:
@@ -74,14 +86,16 @@ class TurnHandler:
         if not self.store.shared:
             await self.store.clear_leases()  # one process per SQLite file: whoever held them is gone
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="turns:sweeper")
+        self._heartbeat = asyncio.create_task(self._heartbeat_forever(), name="turns:heartbeat")
 
     async def close(self) -> None:
         """Shut down: stop the heartbeat, cut the turns still running (their threads are told they were
         interrupted), and let go of every lease so another replica takes over at once."""
-        if self._sweeper is not None:
-            sweeper, self._sweeper = self._sweeper, None
-            sweeper.cancel()
-            await asyncio.gather(sweeper, return_exceptions=True)
+        tasks = [t for t in (self._sweeper, self._heartbeat) if t is not None]
+        self._sweeper = self._heartbeat = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         lanes = list(self._lanes.values())
         for lane in lanes:
             lane.cancel(msg=SHUTTING_DOWN)
@@ -116,6 +130,7 @@ class TurnHandler:
         task = self._running.get(key)
         if task is None or task.done():
             return False
+        self._stop_asked.add(key)
         task.cancel(msg=STOP_REQUESTED)
         return True
 
@@ -153,6 +168,9 @@ class TurnHandler:
                     return  # another replica runs this thread; it looks again before it lets go
                 while (entry := await self.store.next_entry(key)) is not None:
                     await self._run_entry(entry)
+                    if key in self._lost:
+                        self._lost.discard(key)
+                        return  # the thread is another replica's now
                 await self.store.release_lease(key, self.owner)
                 # Another process may have accepted a message after our last look and found the lease taken: it
                 # relies on us to look once more after letting go.
@@ -177,6 +195,7 @@ class TurnHandler:
             return
         job = self._jobs.pop(entry.id, None) or self._rebuild(entry)
         if job is None:
+            self.metrics.turn(entry.key.platform, TurnOutcome.FAILED)
             await self.store.set_inbox_state(entry.id, InboxState.FAILED)
             self._settle(entry.id)
             return
@@ -194,9 +213,10 @@ class TurnHandler:
             raise
         finally:
             self._running.pop(entry.key, None)
-            with contextlib.suppress(StoreUnavailable):
-                await asyncio.shield(self.store.set_inbox_state(entry.id, state))
-            self._settle(entry.id)
+            if entry.key not in self._lost:  # else its new holder decides what the entry becomes
+                with contextlib.suppress(StoreUnavailable):
+                    await asyncio.shield(self.store.set_inbox_state(entry.id, state))
+                self._settle(entry.id)
 
     async def _interrupted(self, entry: InboxEntry) -> None:
         """An entry left running by a process that died: retry it, or tell its thread."""
@@ -233,29 +253,55 @@ class TurnHandler:
             waiter.set_result(None)
 
     async def _run(self, job: _Job) -> None:
+        key, platform = job.message.key, job.message.key.platform
         timeout = self.settings.turn_timeout_secs
+        started = time.monotonic()
+        self._stop_asked.discard(key)
+        outcome = TurnOutcome.FAILED
+        reply = _FirstText(job.reply, lambda: self.metrics.first_text(platform, time.monotonic() - started))
         try:
-            async with self._cap, asyncio.timeout(timeout):
-                await self.engine.run_turn(job.message, job.reply)
+            # Budgets first: a turn waiting for room holds no place under the cap, and an over-budget one never
+            # reaches the engine (OverBudget is a UserFacingError: its line names the limit and the reset).
+            async with self.budgets.turn(job.message), self._cap, asyncio.timeout(timeout):
+                await self.engine.run_turn(job.message, reply)
+            # The engine ends a turn its user stopped by itself, with "(stopped)".
+            outcome = TurnOutcome.STOPPED if key in self._stop_asked else TurnOutcome.ANSWERED
+        except OverBudget as exc:
+            outcome = TurnOutcome.REFUSED
+            self.metrics.refused(platform, "budget")
+            log.info("turn in %s refused: over a budget", key)
+            await _safe_fail(job.reply, str(exc))
         except UserFacingError as exc:
             log.warning("turn in %s ended with a user-facing error: %s", job.message.key, exc)
             await _safe_fail(job.reply, str(exc))
         except TimeoutError:
+            outcome = TurnOutcome.TIMED_OUT
             log.warning("turn in %s timed out after %g s", job.message.key, timeout)
             await _safe_fail(job.reply, f"That took longer than {timeout:g} seconds, so I stopped. Please try again.")
         except asyncio.CancelledError as exc:
+            if exc.args and exc.args[0] == LEASE_LOST:
+                outcome = TurnOutcome.INTERRUPTED
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                return
             if is_stop_request(exc):  # stopped before the engine began (waiting for the cap): say so, go on
+                outcome = TurnOutcome.STOPPED
                 current = asyncio.current_task()
                 if current is not None:
                     current.uncancel()
                 await _safe_say_stopped(job.reply)
                 return
+            outcome = TurnOutcome.INTERRUPTED
             await asyncio.shield(_safe_fail(job.reply, interrupted_notice(job.message)))
             raise
         except Exception:
             ref = uuid.uuid4().hex[:8]
             log.exception("turn in %s failed (ref %s)", job.message.key, ref)
             await _safe_fail(job.reply, f"Sorry, something went wrong on my side (ref {ref}).")
+        finally:
+            self._stop_asked.discard(key)
+            self.metrics.turn(platform, outcome, time.monotonic() - started)
 
     # --- heartbeat -----------------------------------------------------------------------------------------
     def _interval(self) -> float:
@@ -265,39 +311,95 @@ class TurnHandler:
         """A platform registered: entries of its threads left by a previous run can be answered now."""
         self._wake.set()
 
+    async def _heartbeat_forever(self) -> None:
+        """Renew this process's leases on a timer of their own: a slow sweep must never let them lapse (another
+        replica would then report running answers as interrupted and answer them a second time)."""
+        while True:
+            try:
+                held = set(await self.store.renew_leases(self.owner, self.settings.lease_secs))
+                for key in held - set(self._lanes):  # a lane that ended without letting go (the database was away)
+                    await self.store.release_lease(key, self.owner)
+                for key in set(self._running) - held:
+                    # Another replica took the thread over and reports this answer as interrupted: stop here, or
+                    # the thread would get it twice.
+                    log.warning("lost the lease of %s while answering there; stopping that answer", key)
+                    self._lost.add(key)
+                    self._running[key].cancel(msg=LEASE_LOST)
+            except StoreUnavailable as exc:
+                log.warning("heartbeat: the database is out of reach: %s", exc)
+            except Exception:
+                log.exception("heartbeat failed")
+            await asyncio.sleep(self._interval())
+
     async def _sweep_forever(self) -> None:
         while True:
             try:
                 await self._sweep()
             except StoreUnavailable as exc:
-                log.warning("heartbeat: the database is out of reach: %s", exc)
+                log.warning("sweep: the database is out of reach: %s", exc)
             except Exception:
-                log.exception("heartbeat failed")
+                log.exception("sweep failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval())
             self._wake.clear()
 
     async def _sweep(self) -> None:
-        """Renew our leases, take over threads whose holder died, and settle entries other replicas ran."""
-        held = set(await self.store.renew_leases(self.owner, self.settings.lease_secs))
-        for key in held - set(self._lanes):  # a lane that ended without letting go (the database was away)
-            await self.store.release_lease(key, self.owner)
-        for key in set(self._running) - held:
-            log.warning("lost the lease of %s while answering there", key)
+        """Take over threads whose holder died (or that nobody took), and settle entries other replicas ran."""
         for key in await self.store.unleased_threads(limit=200):
             if key.platform in self._resumers:
                 self._kick(key)
         await self._settle_waiters()
 
     async def _settle_waiters(self) -> None:
-        for entry_id, waiter in list(self._waiters.items()):
-            job = self._jobs.get(entry_id)
-            if waiter.done() or (job is not None and job.message.key in self._lanes):
-                continue  # a lane here settles it
-            entry = await self.store.inbox_entry(entry_id)
+        """Entries accepted here but answered by another replica: look them up together (the store batches
+        concurrent calls), and settle the finished ones."""
+        pending = [
+            entry_id
+            for entry_id, waiter in self._waiters.items()
+            if not waiter.done() and not ((job := self._jobs.get(entry_id)) and job.message.key in self._lanes)
+        ]
+        entries = await asyncio.gather(*(self.store.inbox_entry(entry_id) for entry_id in pending))
+        for entry_id, entry in zip(pending, entries, strict=True):
             if entry is None or entry.state not in (InboxState.QUEUED, InboxState.RUNNING):
                 self._jobs.pop(entry_id, None)
                 self._settle(entry_id)
+
+
+class _FirstText:
+    """The turn's reply, passed through unchanged, that calls ``noted`` at the first text appended: the
+    time-to-first-text metric, with no change to the engine."""
+
+    def __init__(self, reply: ReplyStream, noted: Callable[[], None]) -> None:
+        self._reply = reply
+        self._noted: Callable[[], None] | None = noted
+        self.audio_format: AudioFormat = reply.audio_format
+
+    async def start(self) -> None:
+        await self._reply.start()
+
+    async def append(self, delta: str) -> None:
+        if delta and self._noted is not None:
+            noted, self._noted = self._noted, None
+            noted()
+        await self._reply.append(delta)
+
+    async def attach(self, part: OutgoingFile) -> None:
+        await self._reply.attach(part)
+
+    async def set_status(self, status: str) -> None:
+        await self._reply.set_status(status)
+
+    async def step(self, step: TaskStep) -> None:
+        await self._reply.step(step)
+
+    async def preview(self, part: OutgoingFile) -> None:
+        await self._reply.preview(part)
+
+    async def finish(self) -> None:
+        await self._reply.finish()
+
+    async def fail(self, message: str) -> None:
+        await self._reply.fail(message)
 
 
 def _note_posted(store: Store, entry_id: int) -> Callable[[str], Awaitable[None]]:

@@ -161,6 +161,12 @@ class RecordingGateway:
     def register(self, platform: str, resumer: Any) -> None:
         self.resumers[platform] = resumer
 
+    def connected(self, platform: str, up: bool) -> None:
+        return None
+
+    def http_routes(self, port: int | None) -> list[Any]:
+        return []
+
     async def retry(self, key: ThreadKey) -> bool:
         self.retried.append(key)
         return False
@@ -173,7 +179,7 @@ class RecordingGateway:
     async def owns(self, key: ThreadKey) -> bool:
         return self.owned
 
-    def refusal(self, message: IncomingMessage) -> str | None:
+    async def refusal(self, message: IncomingMessage) -> str | None:
         return None
 
     async def submit(self, message: IncomingMessage, reply: Any) -> Submission:

@@ -468,7 +468,17 @@ async def test_slash_commands_register_per_guild_and_ask_reset_model_usage_work(
     bot = await harness.start(discord_command_guilds=[str(fake_discord.guild_id)])
     ((scope, commands),) = fake_discord.command_puts
     assert scope == str(fake_discord.guild_id)
-    assert sorted(c["name"] for c in commands) == ["ask", "imagine", "model", "reset", "stop", "usage", "voice"]
+    assert sorted(c["name"] for c in commands) == [
+        "access",
+        "ask",
+        "budget",
+        "imagine",
+        "model",
+        "reset",
+        "stop",
+        "usage",
+        "voice",
+    ]
 
     fake_openai.script(Reply(text="Because of Rayleigh scattering."), Reply(text="New conversation here."))
     await fake_discord.slash("ask", [{"name": "prompt", "type": 3, "value": "Why is the sky blue?"}])
@@ -500,7 +510,7 @@ async def test_slash_commands_register_per_guild_and_ask_reset_model_usage_work(
 async def test_slash_commands_register_globally_without_guild_ids(harness: Harness, fake_discord: FakeDiscord) -> None:
     await harness.start()
     ((scope, commands),) = fake_discord.command_puts
-    assert scope == "global" and len(commands) == 7
+    assert scope == "global" and len(commands) == 9
     await fake_discord.slash("reset", [])
     await fake_discord.wait_for(lambda: fake_discord.interaction_callbacks, 5, "an answer")
     assert "inside one of my threads" in fake_discord.interaction_callbacks[0]["data"]["content"]

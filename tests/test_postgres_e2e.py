@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from bot.runtime import Runtime, open_runtime
+from bot.store import SCHEMA_VERSION
 from bot.types import IncomingMessage, ThreadKey
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.helpers import RecordingReply, make_settings, spawn_threadline, user_env
@@ -46,7 +47,8 @@ async def test_console_on_postgresql_remembers_across_a_restart_and_the_doctor_r
     code, out, err = await threadline(tmp_path, env, "doctor")
     assert code == 0, out + err
     password = urlsplit(pg_database_url).password or "\0"
-    assert f"✓ database {safe(pg_database_url)} (postgresql) is reachable and writable (schema v4)" in out
+    reachable = f"✓ database {safe(pg_database_url)} (postgresql) is reachable and writable"
+    assert f"{reachable} (schema v{SCHEMA_VERSION})" in out
     assert password not in out + err
 
 

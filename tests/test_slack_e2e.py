@@ -666,7 +666,10 @@ async def test_slash_command_help_model_usage(slack: SlackHarness, fake_openai: 
     await bot.send(mention)
     await bot.answered(CHANNEL, mention["ts"])
     assert responses(fake_openai)[0]["model"] == "gpt-6-luna"
-    assert await bot.command("usage") == "This month you used 42 tokens (40 in, 2 out) over 1 turns."
+    assert (await bot.command("usage")).splitlines()[:2] == [
+        "This month you used 42 tokens (40 in, 2 out) over 1 turns.",
+        "Today: 42 tokens over 1 turns.",
+    ]
 
 
 async def test_reset_in_a_thread_starts_a_new_conversation(slack: SlackHarness, fake_openai: FakeOpenAI) -> None:

@@ -67,6 +67,14 @@ V3_ROWS: tuple[tuple[str, tuple[str, ...], tuple[Any, ...]], ...] = (
     ),
     ("feedback", ("thread_key", "turn", "user", "value", "at"), (str(SLACK), "m1", "U1", "good", 4.0)),
 )
+# What schema v4 added (the durable inbox), one row.
+V4_ROWS: tuple[tuple[str, tuple[str, ...], tuple[Any, ...]], ...] = (
+    (
+        "inbox",
+        ("thread_key", "state", "message", "address", "posted", "accepted_at", "updated_at"),
+        (str(SLACK), "queued", '{"text": "old"}', '{"channel": "C1"}', None, 5.0, 5.0),
+    ),
+)
 T = TypeVar("T")
 
 
@@ -348,6 +356,191 @@ async def test_the_rest_of_the_contract(backend: Backend) -> None:
     assert await store.usage_since("slack", "U1", 0) == (2, 4, 6), "the probe wrote nothing"
 
 
+# --- access rules and refusal replies, on both backends -------------------------------------------------------
+
+
+async def test_access_rules_are_per_platform_replaced_removed_and_kept(backend: Backend) -> None:
+    now = [100.0]
+    store = await backend.open(clock=lambda: now[0])
+    assert await store.access_rules("slack") == []
+    await store.set_access_rule("slack", "user", "U2", "allow", set_by="slack:UA")
+    await store.set_access_rule("slack", "channel", "C1", "deny", set_by="slack:UA")
+    await store.set_access_rule("discord", "user", "U2", "deny", set_by="discord:1")
+    now[0] += 1
+    await store.set_access_rule("slack", "user", "U2", "deny", set_by="slack:UB")  # replaces the allow
+    await store.set_access_rule("slack", "dms", "*", "deny", set_by="slack:UB")
+    await store.set_access_rule("slack", "user", "U1", "allow", set_by="slack:UB")
+    assert [(r.kind, r.value, r.effect, r.set_by, r.set_at) for r in await store.access_rules("slack")] == [
+        ("channel", "C1", "deny", "slack:UA", 100.0),
+        ("dms", "*", "deny", "slack:UB", 101.0),
+        ("user", "U1", "allow", "slack:UB", 101.0),
+        ("user", "U2", "deny", "slack:UB", 101.0),
+    ]
+    assert [r.platform for r in await store.access_rules("discord")] == ["discord"]
+
+    assert await store.remove_access_rule("slack", "channel", "C1")
+    assert not await store.remove_access_rule("slack", "channel", "C1"), "nothing left to remove"
+    reopened = await backend.open()
+    kept = [(r.kind, r.value) for r in await reopened.access_rules("slack")]
+    assert kept == [("dms", "*"), ("user", "U1"), ("user", "U2")]
+    assert await reopened.clear_access_rules("slack") == 3
+    assert await reopened.access_rules("slack") == []
+    assert len(await reopened.access_rules("discord")) == 1, "a reset of one platform leaves the others alone"
+
+
+async def test_a_refused_user_is_told_at_most_once_per_interval(backend: Backend) -> None:
+    now = [1000.0]
+    store = await backend.open(clock=lambda: now[0])
+    assert await store.claim_refusal_reply("slack", "U1", 3600)
+    now[0] += 3599
+    assert not await store.claim_refusal_reply("slack", "U1", 3600), "within the hour: not again"
+    assert await store.claim_refusal_reply("slack", "U2", 3600), "another user is told"
+    assert await store.claim_refusal_reply("discord", "U1", 3600), "the same id on another platform is told"
+    now[0] += 1
+    assert await store.claim_refusal_reply("slack", "U1", 3600), "an hour after the last reply: told again"
+    assert not await store.claim_refusal_reply("slack", "U1", 3600)
+    reopened = await backend.open(clock=lambda: now[0] + 10)
+    assert not await reopened.claim_refusal_reply("slack", "U1", 3600), "the time of the last reply is kept"
+    assert await reopened.claim_refusal_reply("slack", "U1", 0), "an interval of 0 always tells"
+
+
+async def test_concurrent_refusals_of_one_user_tell_once(backend: Backend) -> None:
+    await (await backend.open()).close()
+    told = await backend.race(10, lambda store, _: store.claim_refusal_reply("slack", "U1", 3600))
+    assert sorted(told) == [False] * 9 + [True]
+
+
+# --- budgets and the usage ledger's reports, on both backends -------------------------------------------------
+
+DAY = 86400.0
+NOV_30 = 1_764_460_800.0  # 2025-11-30 00:00 UTC
+
+
+async def test_usage_summary_adds_up_the_ledger_per_day_user_channel_and_model(backend: Backend) -> None:
+    now = [NOV_30 + 3600]
+    store = await backend.open(clock=lambda: now[0])
+    await store.record_usage(UsageRow("slack", "U1", "C1", "t1", "m1", 100, 10, cached_input_tokens=40))
+    await store.record_usage(UsageRow("slack", "U1", "C1", "t1", "m1", 200, 20, cached_input_tokens=50))
+    await store.record_usage(UsageRow("slack", "U2", "C2", "t2", "m2", 1, 2))
+    now[0] += DAY  # 2025-12-01
+    await store.record_usage(UsageRow("slack", "U1", "C1", "t1", "m1", 5, 6))
+    await store.record_usage(UsageRow("discord", "U1", "9", "9", "m1", 7, 8, cached_input_tokens=7))
+
+    rows = await store.usage_rows()
+    assert [(r.input_tokens, r.cached_input_tokens) for r in rows] == [(100, 40), (200, 50), (1, 0), (5, 0), (7, 7)]
+    assert [r.at for r in rows] == [NOV_30 + 3600] * 3 + [NOV_30 + DAY + 3600] * 2, "the store stamps each row"
+    assert len(await store.usage_rows(since=NOV_30 + DAY)) == 2
+
+    summary = await store.usage_summary(0)
+    assert [(t.day, t.platform, t.user, t.channel, t.model, t.turns) for t in summary] == [
+        ("2025-11-30", "slack", "U1", "C1", "m1", 2),
+        ("2025-11-30", "slack", "U2", "C2", "m2", 1),
+        ("2025-12-01", "discord", "U1", "9", "m1", 1),
+        ("2025-12-01", "slack", "U1", "C1", "m1", 1),
+    ]
+    assert (summary[0].input_tokens, summary[0].cached_input_tokens, summary[0].output_tokens) == (300, 90, 30)
+    for column in ("input_tokens", "cached_input_tokens", "output_tokens"):
+        assert sum(getattr(t, column) for t in summary) == sum(getattr(r, column) for r in rows), column
+    assert sum(t.turns for t in summary) == len(rows)
+
+    assert [t.day for t in await store.usage_summary(NOV_30 + DAY)] == ["2025-12-01", "2025-12-01"]
+    assert [(t.user, t.day) for t in await store.usage_summary(0, platform="slack", user="U1")] == [
+        ("U1", "2025-11-30"),
+        ("U1", "2025-12-01"),
+    ]
+    assert [t.user for t in await store.usage_summary(0, platform="slack", channel="C2")] == ["U2"]
+    assert await store.usage_summary(0, platform="slack", channel="nowhere") == []
+
+
+async def test_budget_spend_counts_a_user_or_channel_since_the_day_and_month_began(backend: Backend) -> None:
+    now = [NOV_30 + 3600]
+    store = await backend.open(clock=lambda: now[0])
+    await store.record_usage(UsageRow("slack", "U1", "C1", "t", "m", 1000, 1000))  # November: not this month
+    now[0] = NOV_30 + DAY + 60  # 2025-12-01 00:01
+    await store.record_usage(UsageRow("slack", "U1", "C1", "t", "m", 300, 100))
+    now[0] += DAY  # 2025-12-02
+    await store.record_usage(UsageRow("slack", "U1", "C2", "t", "m", 20, 5))
+    await store.record_usage(UsageRow("slack", "U2", "C1", "t", "m", 600, 0))
+    await store.record_usage(UsageRow("discord", "U1", "C1", "t", "m", 9999, 0))
+    window = {"day_start": NOV_30 + 2 * DAY, "month_start": NOV_30 + DAY}
+
+    user = await store.budget_spend("slack", user="U1", **window)
+    assert (user.day, user.month, user.largest, user.turns) == (25, 425, 400, 2)
+    channel = await store.budget_spend("slack", channel="C1", **window)
+    assert (channel.day, channel.month, channel.largest, channel.turns) == (600, 1000, 600, 2)
+    nobody = await store.budget_spend("slack", user="U9", **window)
+    assert (nobody.day, nobody.month, nobody.largest, nobody.turns) == (0, 0, 0, 0)
+    with pytest.raises(ValueError, match="exactly one"):
+        await store.budget_spend("slack", user="U1", channel="C1", **window)
+
+
+async def test_budget_overrides_are_set_replaced_removed_and_kept(backend: Backend) -> None:
+    store = await backend.open()
+    assert await store.budget_overrides("slack") == []
+    await store.set_budget("slack", "user", "U1", "daily", 1000)
+    await store.set_budget("slack", "user", "U1", "monthly", 0)
+    await store.set_budget("slack", "channel", "C1", "daily", 5000)
+    await store.set_budget("slack", "user", "U2", "daily", 7)
+    await store.set_budget("discord", "user", "U1", "daily", 9)
+    await store.set_budget("slack", "user", "U1", "daily", 2000)  # replaces
+    mine = await store.budget_overrides("slack", user="U1", channel="C1")
+    assert [(o.scope, o.subject, o.period, o.tokens) for o in mine] == [
+        ("channel", "C1", "daily", 5000),
+        ("user", "U1", "daily", 2000),
+        ("user", "U1", "monthly", 0),
+    ]
+    assert [o.subject for o in await store.budget_overrides("slack", user="U2")] == ["U2"]
+    assert [o.subject for o in await store.budget_overrides("slack", channel="U1")] == [], "scopes do not mix"
+    assert len(await store.budget_overrides("slack")) == 4
+    await store.set_budget("slack", "user", "U1", "monthly", None)
+    await store.set_budget("slack", "user", "U9", "monthly", None)  # nothing to remove: no error
+    reopened = await backend.open()
+    assert [(o.subject, o.period) for o in await reopened.budget_overrides("slack", user="U1")] == [("U1", "daily")]
+    assert [o.tokens for o in await reopened.budget_overrides("discord")] == [9]
+
+
+async def test_a_request_bucket_holds_a_minute_of_requests_and_refills(backend: Backend) -> None:
+    store = await backend.open()
+    t = 1000.0
+    assert [await store.take_request("slack", "U1", per_minute=3, now=t) for _ in range(3)] == [0.0] * 3
+    wait = await store.take_request("slack", "U1", per_minute=3, now=t)
+    assert wait == pytest.approx(20.0), "one request every 20 s at 3 a minute"
+    assert await store.take_request("slack", "U2", per_minute=3, now=t) == 0.0, "each user has a bucket"
+    assert await store.take_request("discord", "U1", per_minute=3, now=t) == 0.0, "per platform"
+    assert await store.take_request("slack", "U1", per_minute=3, now=t + 10) == pytest.approx(10.0)
+    reopened = await backend.open()
+    assert await reopened.take_request("slack", "U1", per_minute=3, now=t + 20) == 0.0, "kept; refilled by one"
+    assert await reopened.take_request("slack", "U1", per_minute=3, now=t + 20) > 0
+    assert [await reopened.take_request("slack", "U1", per_minute=3, now=t + 600) for _ in range(4)][:3] == [0.0] * 3
+    assert await reopened.take_request("slack", "U1", per_minute=3, now=t + 600) > 0, "full holds 3, not 30"
+
+
+async def test_concurrent_requests_share_one_bucket(backend: Backend) -> None:
+    await (await backend.open()).close()
+    waits = await backend.race(10, lambda store, _: store.take_request("slack", "U1", per_minute=4, now=5000.0))
+    assert sorted(w == 0.0 for w in waits) == [False] * 6 + [True] * 4
+
+
+async def test_feedback_since_is_oldest_first(backend: Backend) -> None:
+    now = [100.0]
+    store = await backend.open(clock=lambda: now[0])
+    await store.record_feedback(SLACK, turn="a1", user="U1", value="good")
+    now[0] = 200.0
+    await store.record_feedback(DISCORD, turn="a2", user="U2", value="bad")
+    assert [(f.turn, f.value) for f in await store.feedback_since(0)] == [("a1", "good"), ("a2", "bad")]
+    assert [f.turn for f in await store.feedback_since(150)] == ["a2"]
+
+
+async def test_a_v4_ledger_gets_no_cached_tokens_and_empty_budgets(backend: Backend) -> None:
+    await backend.create_at(4, V1_ROWS + V3_ROWS + V4_ROWS)
+    store = await backend.open()
+    (row,) = await store.usage_rows()
+    assert (row.input_tokens, row.cached_input_tokens, row.output_tokens, row.at) == (10, 0, 20, 1.0)
+    assert await store.budget_overrides("slack") == []
+    spend = await store.budget_spend("slack", user="U1", day_start=0, month_start=0)
+    assert (spend.month, spend.largest, spend.turns) == (30, 30, 1)
+
+
 # --- the durable inbox and per-thread leases, on both backends ------------------------------------------------
 
 
@@ -590,7 +783,7 @@ async def test_a_previous_release_database_migrates_without_losing_a_row(backend
 async def test_a_v3_database_migrates_to_v4_keeping_its_rows(backend: Backend) -> None:
     await backend.create_at(3, V1_ROWS + V3_ROWS)
     store = await backend.open()
-    assert await store.schema_version() == SCHEMA_VERSION == 4
+    assert await store.schema_version() == SCHEMA_VERSION
     record = await store.thread(SLACK)
     assert record is not None and (record.conversation_id, record.owned) == ("conv_old", True)
     assert not await store.claim_events(["slack:event:Ev0"])
@@ -607,6 +800,25 @@ async def test_a_v3_database_migrates_to_v4_keeping_its_rows(backend: Backend) -
     await _accept(store, "slack:event:Ev9", SLACK)
     assert await store.take_lease(SLACK, "a", 30)
     assert await store.unleased_threads(10) == []
+
+
+async def test_a_v4_database_migrates_to_v5_keeping_its_rows(backend: Backend) -> None:
+    await backend.create_at(4, V1_ROWS + V3_ROWS + V4_ROWS)
+    store = await backend.open()
+    assert await store.schema_version() == SCHEMA_VERSION
+    entry = await store.next_entry(SLACK)
+    assert entry is not None and (entry.state, entry.message, entry.accepted_at) == (
+        InboxState.QUEUED,
+        '{"text": "old"}',
+        5.0,
+    )
+    assert not await store.claim_events(["slack:event:Ev0"])
+    assert await store.usage_rows() == [UsageRow("slack", "U1", "C1", "1.0", "m1", 10, 20)]
+    assert await store.thread_pref(SLACK, "voice") == "on"
+    assert await store.access_rules("slack") == [], "v5 starts with no rules: the settings decide"
+    await store.set_access_rule("slack", "user", "U1", "deny", set_by="slack:UADMIN")
+    assert [r.value for r in await store.access_rules("slack")] == ["U1"]
+    assert await store.claim_refusal_reply("slack", "U1", 3600)
 
 
 async def test_open_store_picks_the_backend_from_the_location(backend: Backend) -> None:

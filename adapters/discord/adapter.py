@@ -218,6 +218,8 @@ class DiscordAdapter:
         self._reacting: set[asyncio.Task[None]] = set()  # feedback reactions being added to finished answers
         self._closing = False
         self.client.event(self.on_ready)
+        self.client.event(self.on_resumed)
+        self.client.event(self.on_disconnect)
         self.client.event(self.on_message)
         self.client.event(self.on_raw_reaction_add)
 
@@ -242,6 +244,7 @@ class DiscordAdapter:
                     raise StartupError(BAD_TOKEN) from None
                 raise
         finally:
+            self.gateway.connected(convert.PLATFORM, False)
             if not self.client.is_closed():
                 await self.client.close()
 
@@ -322,6 +325,14 @@ class DiscordAdapter:
         user = self.client.user
         log.info("Discord: connected as %s to %d guild(s)", user, len(self.client.guilds))
         self.ready.set()
+        self.gateway.connected(convert.PLATFORM, True)
+
+    async def on_resumed(self) -> None:
+        self.gateway.connected(convert.PLATFORM, True)
+
+    async def on_disconnect(self) -> None:
+        """The gateway connection dropped (discord.py reconnects): /healthz says not ready until it is back."""
+        self.gateway.connected(convert.PLATFORM, False)
 
     # --- messages -------------------------------------------------------------------------------------------
     async def on_message(self, message: discord.Message) -> None:
@@ -586,6 +597,7 @@ class DiscordAdapter:
             is_dm=incoming.is_dm,
             dedupe_keys=incoming.dedupe_keys,
             reply=TextReply(send),
+            manage_guild=_manages_server(message.author),
         )
 
     async def _acknowledge(self, message: discord.Message) -> None:
@@ -629,7 +641,7 @@ class DiscordAdapter:
             is_dm=event.guild_id is None,
             user_roles=_roles(event.member) if event.member is not None else (),
         )
-        if self.gateway.refusal(probe) is not None:
+        if await self.gateway.refusal(probe) is not None:
             log.info("ignored a %s reaction of user %s, who may not use the bot here", meaning.value, event.user_id)
             return
         if meaning is convert.Reaction.STOP:
@@ -697,6 +709,7 @@ class DiscordAdapter:
             roles=_roles(interaction.user),
             is_dm=interaction.guild_id is None,
             reply=TextReply(send),
+            manage_guild=_manages_server(interaction.user),
         )
 
     async def stop(self, interaction: discord.Interaction) -> None:
@@ -709,7 +722,7 @@ class DiscordAdapter:
         probe = IncomingMessage(
             key=key, user_id=str(user.id), text="", is_dm=interaction.guild_id is None, user_roles=_roles(user)
         )
-        denied = self.gateway.refusal(probe)
+        denied = await self.gateway.refusal(probe)
         if denied:
             await interaction.response.send_message(denied, ephemeral=True)
             return
@@ -751,7 +764,7 @@ class DiscordAdapter:
             is_dm=guild_id is None,
             user_roles=_roles(user),
         )
-        denied = self.gateway.refusal(probe)  # before the public echo: a refused question is never shown
+        denied = await self.gateway.refusal(probe)  # before the public echo: a refused question is never shown
         if denied:
             await interaction.response.send_message(denied, ephemeral=True)
             return
@@ -793,6 +806,12 @@ class DiscordAdapter:
 
 def _roles(user: discord.User | discord.Member) -> tuple[str, ...]:
     return tuple(str(r.id) for r in getattr(user, "roles", ()))
+
+
+def _manages_server(user: discord.User | discord.Member) -> bool:
+    """A guild member with Manage Server (an admin, unless THREADLINE_MANAGE_SERVER_ADMINS is off); False in DMs."""
+    permissions = getattr(user, "guild_permissions", None)
+    return bool(permissions is not None and permissions.manage_guild)
 
 
 __all__ = ["DiscordAdapter", "doctor_checks"]

@@ -1,5 +1,5 @@
 """Slash commands: ``/ask`` and ``/imagine`` run a turn; ``/stop`` stops the running one; ``/reset``, ``/model``,
-``/voice`` and ``/usage`` are the shared commands.
+``/voice`` and ``/usage`` are the shared commands; ``/access`` and ``/budget`` are for admins.
 
 Registered per guild when ``DISCORD_COMMAND_GUILDS`` lists guild ids (updates are instant), else globally.
 """
@@ -68,9 +68,21 @@ def build_command_tree(client: discord.Client, handler: SlashHandler) -> app_com
     async def voice(interaction: discord.Interaction, state: app_commands.Choice[str] | None = None) -> None:
         await handler.command(interaction, f"voice {state.value if state else ''}".strip())
 
-    @tree.command(name="usage", description="Your token usage this month")
-    async def usage(interaction: discord.Interaction) -> None:
-        await handler.command(interaction, "usage")
+    @tree.command(name="usage", description="Your token usage today and this month (admins: a channel's, everyone's)")
+    @app_commands.describe(scope="Admins: this channel, or everyone this month")
+    @app_commands.choices(scope=[app_commands.Choice(name=s, value=s) for s in ("channel", "all")])
+    async def usage(interaction: discord.Interaction, scope: app_commands.Choice[str] | None = None) -> None:
+        await handler.command(interaction, f"usage {scope.value if scope else ''}".strip())
+
+    @tree.command(name="budget", description="Admins: token limits per user or channel")
+    @app_commands.describe(rule="e.g. show, user @someone daily 50000, channel monthly 1000000, reset user @someone")
+    async def budget(interaction: discord.Interaction, rule: str | None = None) -> None:
+        await handler.command(interaction, f"budget {rule or ''}".strip())
+
+    @tree.command(name="access", description="Admins: show or change who may use the bot")
+    @app_commands.describe(rule="e.g. show, deny user @someone, allow role @helpers, dms off, reset")
+    async def access(interaction: discord.Interaction, rule: str | None = None) -> None:
+        await handler.command(interaction, f"access {rule or ''}".strip())
 
     @tree.error
     async def on_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:

@@ -162,6 +162,8 @@ class SlackAdapter:
             max_bytes=gateway.max_attachment_bytes,
         )
         self.http_mode = http_mode(settings)
+        # /healthz and /metrics join this server when it listens on THREADLINE_HTTP_PORT (the core then opens none).
+        self._health_routes = gateway.http_routes(settings.slack_http_port) if self.http_mode else []
         self._authorize = KnownIdentity()
         self.app = AsyncApp(
             # bolt takes the token from ``authorize`` (its client must have none, or bolt calls auth.test itself).
@@ -207,6 +209,7 @@ class SlackAdapter:
             else:
                 await self._connect_socket()
             self.ready.set()
+            self.gateway.connected(PLATFORM, True)
             await self._stopped.wait()
         finally:
             await self._shut_down()
@@ -216,6 +219,7 @@ class SlackAdapter:
         await self._shut_down()
 
     async def _shut_down(self) -> None:
+        self.gateway.connected(PLATFORM, False)
         socket, self._socket = self._socket, None
         runner, self._runner = self._runner, None
         if socket is not None:
@@ -277,6 +281,7 @@ class SlackAdapter:
         port = self.settings.slack_http_port or 0
         web_app = self.app.web_app(path=EVENTS_PATH, port=port)
         self.guard.install(web_app)  # malformed bodies get 400 before bolt sees them; bounded rejection logs
+        web_app.add_routes(self._health_routes)
         runner = web.AppRunner(web_app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.settings.slack_http_host, port)
@@ -359,7 +364,7 @@ class SlackAdapter:
         channel and the image is drawn in that post's thread (follow-ups there edit it)."""
         prompt = command.argument
         probe = IncomingMessage(key=command.key, user_id=command.user, text=prompt, is_dm=command.is_dm)
-        refusal = self.gateway.refusal(probe)
+        refusal = await self.gateway.refusal(probe)
         if refusal or not prompt:
             await ack(
                 text=refusal or "Tell me what to draw: `/threadline imagine a red bicycle`.", response_type="ephemeral"
@@ -531,6 +536,9 @@ class SlackAdapter:
                 command.text, key=command.key, user=command.user, is_dm=command.is_dm, reply=reply
             )
             text = reply.text
+        if not text:  # a refused user already told within the hour (THREADLINE_REFUSAL_REPLIES): nothing to show
+            await ack()
+            return
         await ack(text=text, response_type="ephemeral")
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from bot.store.contract import (
     SCHEMA_VERSION,
+    AccessRule,
+    BudgetOverride,
+    BudgetSpend,
     FeedbackRow,
     InboxEntry,
     InboxState,
@@ -19,11 +22,15 @@ from bot.store.contract import (
     StoreUnavailable,
     ThreadRecord,
     UsageRow,
+    UsageTotal,
 )
 from bot.store.location import DatabaseLocation, parse_database
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AccessRule",
+    "BudgetOverride",
+    "BudgetSpend",
     "DatabaseLocation",
     "FeedbackRow",
     "InboxEntry",
@@ -34,6 +41,7 @@ __all__ = [
     "StoredImage",
     "ThreadRecord",
     "UsageRow",
+    "UsageTotal",
     "open_store",
     "parse_database",
 ]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from bot.errors import UserFacingError
 from bot.types import ThreadKey
 
 # Both backends migrate forward to this version; a database with a newer version is refused.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class SchemaTooNew(RuntimeError):
@@ -34,6 +34,9 @@ class ThreadRecord:
 
 @dataclass(frozen=True, slots=True)
 class UsageRow:
+    """One response's tokens: the ledger. ``input_tokens`` includes ``cached_input_tokens`` (as OpenAI counts
+    them); ``at`` is stamped by the store when it writes the row (the value passed in is ignored)."""
+
     platform: str
     user: str
     channel: str
@@ -41,6 +44,46 @@ class UsageRow:
     model: str
     input_tokens: int
     output_tokens: int
+    cached_input_tokens: int = 0
+    at: float = field(default=0.0, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotal:
+    """Ledger rows added up per UTC day (``YYYY-MM-DD``), platform, user, channel and model: the reports' unit."""
+
+    day: str
+    platform: str
+    user: str
+    channel: str
+    model: str
+    turns: int
+    input_tokens: int
+    cached_input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetOverride:
+    """An admin's token limit for one user or channel (``scope`` "user" or "channel"; ``subject`` its id) and one
+    period ("daily" or "monthly"), in place of the setting. 0 means no limit for this subject."""
+
+    platform: str
+    scope: str
+    subject: str
+    period: str
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSpend:
+    """Tokens (input + output) a user or channel used since the start of the UTC day and month, and the largest
+    single response since the month began (0 when there was none)."""
+
+    day: int
+    month: int
+    largest: int
+    turns: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +105,19 @@ class FeedbackRow:
     user: str
     value: str
     at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRule:
+    """An access rule an admin set at run time. ``kind``: user, channel, role, guild, or dms (``value`` "*");
+    ``effect``: allow or deny. One rule per (platform, kind, value): allowing what was denied replaces the deny."""
+
+    platform: str
+    kind: str
+    value: str
+    effect: str
+    set_by: str  # the admin, as a platform-prefixed id ("slack:U123")
+    set_at: float
 
 
 class InboxState(enum.StrEnum):
@@ -199,7 +255,16 @@ class Store(Protocol):
         """(turns, input tokens, output tokens) for one user since a unix time."""
         ...
 
-    async def usage_rows(self) -> list[UsageRow]: ...
+    async def usage_rows(self, since: float = 0.0) -> list[UsageRow]:
+        """The ledger's rows written at or after ``since``, oldest first."""
+        ...
+
+    async def usage_summary(
+        self, since: float, *, platform: str | None = None, user: str | None = None, channel: str | None = None
+    ) -> list[UsageTotal]:
+        """The ledger since a unix time, added up per UTC day, platform, user, channel and model (filtered by the
+        names given), ordered by those."""
+        ...
 
     # --- per-channel model -----------------------------------------------------------------------------------
     async def channel_model(self, platform: str, channel: str) -> str | None: ...
@@ -232,6 +297,72 @@ class Store(Protocol):
         """The latest feedback, newest first."""
         ...
 
+    async def feedback_since(self, since: float) -> list[FeedbackRow]:
+        """Every user's latest feedback given at or after a unix time, oldest first (reports count it)."""
+        ...
+
+    # --- budgets ---------------------------------------------------------------------------------------------
+    async def set_budget(self, platform: str, scope: str, subject: str, period: str, tokens: int | None) -> None:
+        """Set an admin's limit for one user or channel and period (``BudgetOverride``); None removes it, so the
+        setting applies again."""
+        ...
+
+    async def budget_overrides(
+        self, platform: str, *, user: str | None = None, channel: str | None = None
+    ) -> list[BudgetOverride]:
+        """The overrides of this user and of this channel (either may be given); with neither, every override of
+        the platform. Ordered by scope, subject, period."""
+        ...
+
+    async def budget_spend(
+        self,
+        platform: str,
+        *,
+        user: str | None = None,
+        channel: str | None = None,
+        day_start: float,
+        month_start: float,
+    ) -> BudgetSpend:
+        """What one user, or one channel (give exactly one), used of the ledger since the day and month began."""
+        ...
+
+    async def take_request(self, platform: str, user: str, *, per_minute: float, now: float) -> float:
+        """Take one request from the user's token bucket (``per_minute`` > 0 tokens, refilled continuously; a new
+        bucket is full). Returns 0 when taken, else the seconds until one is available (nothing taken). Atomic,
+        so replicas share one bucket per user; ``now`` is the caller's clock."""
+        ...
+
+    # --- access rules ----------------------------------------------------------------------------------------
+    async def access_rules(self, platform: str) -> list[AccessRule]:
+        """Every rule set at run time for one platform, ordered by kind, then value."""
+        ...
+
+    async def set_access_rule(self, platform: str, kind: str, value: str, effect: str, *, set_by: str) -> None:
+        """Add the rule, or replace the one on the same (platform, kind, value)."""
+        ...
+
+    async def remove_access_rule(self, platform: str, kind: str, value: str) -> bool:
+        """Remove the rule on (platform, kind, value); False when there was none."""
+        ...
+
+    async def clear_access_rules(self, platform: str) -> int:
+        """Remove every rule of one platform (back to the settings' defaults); returns how many there were."""
+        ...
+
+    async def claim_refusal_reply(self, platform: str, user: str, every_secs: float) -> bool:
+        """Whether a refused user may be told so now: True, recording now, when they were never told or last told
+        at least ``every_secs`` ago. Atomic, so of two replicas refusing the same user at once only one tells."""
+        ...
+
 
 def unique(keys: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(keys))
+
+
+def budget_subject(user: str | None, channel: str | None) -> tuple[str, str]:
+    """``budget_spend``'s subject as (column, value): exactly one of user and channel."""
+    if user is not None and channel is None:
+        return "user", user
+    if channel is not None and user is None:
+        return "channel", channel
+    raise ValueError("budget_spend takes exactly one of user and channel")

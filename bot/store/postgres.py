@@ -26,6 +26,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from bot.store.contract import (
     SCHEMA_VERSION,
+    AccessRule,
+    BudgetOverride,
+    BudgetSpend,
     FeedbackRow,
     InboxEntry,
     InboxState,
@@ -33,6 +36,8 @@ from bot.store.contract import (
     StoreUnavailable,
     ThreadRecord,
     UsageRow,
+    UsageTotal,
+    budget_subject,
     unique,
 )
 from bot.store.location import DatabaseLocation, url_password
@@ -103,7 +108,26 @@ _V4: Final = (
     "CREATE INDEX inbox_state ON inbox (state, updated_at)",  # unleased_threads, prune_inbox
     "CREATE TABLE leases (thread_key text PRIMARY KEY, owner text NOT NULL, expires_at timestamptz NOT NULL)",
 )
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4)
+# Teams: access rules set at run time and when each refused user was last told (bot/access_rules.py).
+_V5: Final = (
+    """CREATE TABLE access_rules (
+        platform text NOT NULL, kind text NOT NULL, value text NOT NULL, effect text NOT NULL,
+        set_by text NOT NULL, set_at double precision NOT NULL, PRIMARY KEY (platform, kind, value))""",
+    """CREATE TABLE refusals (
+        platform text NOT NULL, "user" text NOT NULL, replied_at double precision NOT NULL,
+        PRIMARY KEY (platform, "user"))""",
+    # Budgets and usage reports (bot/budgets.py, bot/usage_report.py), as in SQLite's _v5.
+    "ALTER TABLE usage ADD COLUMN cached_input_tokens bigint NOT NULL DEFAULT 0",
+    "CREATE INDEX usage_channel_at ON usage (platform, channel, at)",
+    "CREATE INDEX usage_at ON usage (at)",
+    """CREATE TABLE budgets (
+        platform text NOT NULL, scope text NOT NULL, subject text NOT NULL, period text NOT NULL,
+        tokens bigint NOT NULL, PRIMARY KEY (platform, scope, subject, period))""",
+    """CREATE TABLE request_buckets (
+        platform text NOT NULL, "user" text NOT NULL, tokens double precision NOT NULL,
+        updated_at double precision NOT NULL, PRIMARY KEY (platform, "user"))""",
+)
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4, _V5)
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 _VERSION_TABLE: Final = """CREATE TABLE IF NOT EXISTS schema_version (
@@ -582,8 +606,8 @@ class PostgresStore:
     # --- usage -----------------------------------------------------------------------------------------------
     async def record_usage(self, row: UsageRow) -> None:
         await self._run(
-            """INSERT INTO usage (at, platform, "user", channel, thread, model, input_tokens, output_tokens)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
+            """INSERT INTO usage (at, platform, "user", channel, thread, model, input_tokens, output_tokens,
+                 cached_input_tokens) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
             (
                 self._clock(),
                 row.platform,
@@ -593,6 +617,7 @@ class PostgresStore:
                 row.model,
                 row.input_tokens,
                 row.output_tokens,
+                row.cached_input_tokens,
             ),
         )
 
@@ -605,11 +630,30 @@ class PostgresStore:
         assert row is not None
         return int(row[0]), int(row[1]), int(row[2])
 
-    async def usage_rows(self) -> list[UsageRow]:
+    async def usage_rows(self, since: float = 0.0) -> list[UsageRow]:
         rows = await self._all(
-            'SELECT platform, "user", channel, thread, model, input_tokens, output_tokens FROM usage ORDER BY id'
+            """SELECT platform, "user", channel, thread, model, input_tokens, output_tokens, cached_input_tokens, at
+               FROM usage WHERE at >= %s ORDER BY id""",
+            (since,),
         )
         return [UsageRow(*r) for r in rows]
+
+    async def usage_summary(
+        self, since: float, *, platform: str | None = None, user: str | None = None, channel: str | None = None
+    ) -> list[UsageTotal]:
+        given = [(name, value) for name, value in (("platform", platform), ('"user"', user), ("channel", channel))]
+        where = "".join(f" AND {name} = %s" for name, value in given if value is not None)
+        params = tuple(value for _, value in given if value is not None)
+        # COLLATE "C": byte order, as SQLite sorts, whatever the database's locale.
+        rows = await self._all(
+            f"""SELECT to_char(to_timestamp(at) AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, platform, "user", channel,
+                  model, COUNT(*), SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens)
+               FROM usage WHERE at >= %s{where}
+               GROUP BY day, platform, "user", channel, model
+               ORDER BY day, platform COLLATE "C", "user" COLLATE "C", channel COLLATE "C", model COLLATE "C\"""",
+            (since, *params),
+        )
+        return [UsageTotal(str(d), str(p), str(u), str(c), str(m), *map(int, n)) for d, p, u, c, m, *n in rows]
 
     # --- per-channel model --------------------------------------------------------------------------------------
     async def channel_model(self, platform: str, channel: str) -> str | None:
@@ -648,6 +692,82 @@ class PostgresStore:
         )
         return [FeedbackRow(str(k), str(t), str(u), str(v), float(a)) for k, t, u, v, a in rows]
 
+    async def feedback_since(self, since: float) -> list[FeedbackRow]:
+        rows = await self._all(
+            'SELECT thread_key, turn, "user", value, at FROM feedback WHERE at >= %s ORDER BY at', (since,)
+        )
+        return [FeedbackRow(str(k), str(t), str(u), str(v), float(a)) for k, t, u, v, a in rows]
+
+    # --- budgets ---------------------------------------------------------------------------------------------
+    async def set_budget(self, platform: str, scope: str, subject: str, period: str, tokens: int | None) -> None:
+        order = f"budgets:{platform}:{scope}:{subject}:{period}"
+        if tokens is None:
+            await self._run(
+                "DELETE FROM budgets WHERE platform = %s AND scope = %s AND subject = %s AND period = %s",
+                (platform, scope, subject, period),
+                order=order,
+            )
+        else:
+            await self._run(
+                """INSERT INTO budgets (platform, scope, subject, period, tokens) VALUES (%s, %s, %s, %s, %s)
+                   ON CONFLICT (platform, scope, subject, period) DO UPDATE SET tokens = excluded.tokens""",
+                (platform, scope, subject, period, tokens),
+                order=order,
+            )
+
+    async def budget_overrides(
+        self, platform: str, *, user: str | None = None, channel: str | None = None
+    ) -> list[BudgetOverride]:
+        query = "SELECT platform, scope, subject, period, tokens FROM budgets WHERE platform = %s"
+        params: tuple[Any, ...] = (platform,)
+        if user is not None or channel is not None:
+            query += " AND ((scope = 'user' AND subject = %s) OR (scope = 'channel' AND subject = %s))"
+            params += (user, channel)
+        rows = await self._all(f'{query} ORDER BY scope, subject COLLATE "C", period', params)
+        return [BudgetOverride(str(p), str(s), str(j), str(d), int(t)) for p, s, j, d, t in rows]
+
+    async def budget_spend(
+        self,
+        platform: str,
+        *,
+        user: str | None = None,
+        channel: str | None = None,
+        day_start: float,
+        month_start: float,
+    ) -> BudgetSpend:
+        column, subject = budget_subject(user, channel)
+        row = await self._one(
+            f"""SELECT COALESCE(SUM(CASE WHEN at >= %s THEN input_tokens + output_tokens ELSE 0 END), 0),
+                  COALESCE(SUM(input_tokens + output_tokens), 0), COALESCE(MAX(input_tokens + output_tokens), 0),
+                  COUNT(*)
+               FROM usage WHERE platform = %s AND "{column}" = %s AND at >= %s""",
+            (day_start, platform, subject, month_start),
+        )
+        assert row is not None
+        return BudgetSpend(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+
+    async def take_request(self, platform: str, user: str, *, per_minute: float, now: float) -> float:
+        """One upsert takes a token when the refilled bucket holds one (the row is locked first, so two replicas
+        taking at once see each other's take); only a refusal reads the bucket again, for the wait."""
+        size, rate = max(per_minute, 1.0), per_minute / 60
+        refill = "LEAST(%s, request_buckets.tokens + GREATEST(0, %s - request_buckets.updated_at) * %s)"
+        taken = await self._one(
+            f"""INSERT INTO request_buckets (platform, "user", tokens, updated_at) VALUES (%s, %s, %s, %s)
+               ON CONFLICT (platform, "user") DO UPDATE
+                 SET tokens = {refill} - 1, updated_at = GREATEST(request_buckets.updated_at, %s)
+                 WHERE {refill} >= 1
+               RETURNING true""",
+            (platform, user, size - 1, now, size, now, rate, now, size, now, rate),
+            order=f"request_buckets:{platform}:{user}",
+        )
+        if taken is not None:
+            return 0.0
+        row = await self._one(
+            'SELECT tokens, updated_at FROM request_buckets WHERE platform = %s AND "user" = %s', (platform, user)
+        )
+        tokens = 0.0 if row is None else min(size, float(row[0]) + max(0.0, now - float(row[1])) * rate)
+        return max((1 - tokens) / rate, 0.001)  # a take between the two statements: still refused, briefly
+
     async def thread_pref(self, key: ThreadKey, name: str) -> str | None:
         row = await self._one("SELECT value FROM thread_prefs WHERE thread_key = %s AND name = %s", (str(key), name))
         return str(row[0]) if row else None
@@ -681,6 +801,51 @@ class PostgresStore:
             "SELECT data, mime, source, created_at FROM thread_images WHERE thread_key = %s", (str(key),)
         )
         return StoredImage(bytes(row[0]), str(row[1]), str(row[2]), float(row[3])) if row else None
+
+    # --- access rules ----------------------------------------------------------------------------------------
+    async def access_rules(self, platform: str) -> list[AccessRule]:
+        rows = await self._all(
+            "SELECT platform, kind, value, effect, set_by, set_at FROM access_rules WHERE platform = %s "
+            'ORDER BY kind COLLATE "C", value COLLATE "C"',
+            (platform,),
+        )
+        return [AccessRule(str(p), str(k), str(v), str(e), str(b), float(a)) for p, k, v, e, b, a in rows]
+
+    async def set_access_rule(self, platform: str, kind: str, value: str, effect: str, *, set_by: str) -> None:
+        await self._run(
+            """INSERT INTO access_rules (platform, kind, value, effect, set_by, set_at) VALUES (%s, %s, %s, %s, %s, %s)
+               ON CONFLICT (platform, kind, value) DO UPDATE SET effect = excluded.effect, set_by = excluded.set_by,
+                 set_at = excluded.set_at""",
+            (platform, kind, value, effect, set_by, self._clock()),
+            order=f"access_rules:{platform}:{kind}:{value}",
+        )
+
+    async def remove_access_rule(self, platform: str, kind: str, value: str) -> bool:
+        count = await self._run(
+            "DELETE FROM access_rules WHERE platform = %s AND kind = %s AND value = %s",
+            (platform, kind, value),
+            order=f"access_rules:{platform}:{kind}:{value}",
+        )
+        return count > 0
+
+    async def clear_access_rules(self, platform: str) -> int:
+        return await self._run(
+            "DELETE FROM access_rules WHERE platform = %s", (platform,), order=f"access_rules:{platform}"
+        )
+
+    async def claim_refusal_reply(self, platform: str, user: str, every_secs: float) -> bool:
+        """One upsert: the row is locked first, so of two replicas refusing one user at once the second sees the
+        first's time and gets no row back."""
+        now = self._clock()
+        row = await self._one(
+            """INSERT INTO refusals (platform, "user", replied_at) VALUES (%s, %s, %s)
+               ON CONFLICT (platform, "user") DO UPDATE SET replied_at = excluded.replied_at
+               WHERE refusals.replied_at <= %s
+               RETURNING true""",
+            (platform, user, now, now - every_secs),
+            order=f"refusals:{platform}:{user}",
+        )
+        return row is not None
 
 
 _ENTRY: Final = "SELECT id, thread_key, state, message, address, posted, accepted_at FROM inbox"

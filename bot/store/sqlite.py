@@ -17,6 +17,9 @@ import sqlite_utils
 
 from bot.store.contract import (
     SCHEMA_VERSION,
+    AccessRule,
+    BudgetOverride,
+    BudgetSpend,
     FeedbackRow,
     InboxEntry,
     InboxState,
@@ -25,6 +28,8 @@ from bot.store.contract import (
     StoreUnavailable,
     ThreadRecord,
     UsageRow,
+    UsageTotal,
+    budget_subject,
     unique,
 )
 from bot.types import ThreadKey
@@ -97,7 +102,35 @@ def _v4(db: sqlite_utils.Database) -> None:
     db.execute("CREATE TABLE leases (thread_key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL)")
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3, _v4)
+def _v5(db: sqlite_utils.Database) -> None:
+    """Teams: access rules set at run time and when each refused user was last told (bot/access_rules.py)."""
+    db.execute(
+        """CREATE TABLE access_rules (
+            platform TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL, effect TEXT NOT NULL,
+            set_by TEXT NOT NULL, set_at REAL NOT NULL, PRIMARY KEY (platform, kind, value))"""
+    )
+    db.execute(
+        "CREATE TABLE refusals (platform TEXT NOT NULL, user TEXT NOT NULL, replied_at REAL NOT NULL, "
+        "PRIMARY KEY (platform, user))"
+    )
+    # Budgets and usage reports (bot/budgets.py, bot/usage_report.py): cached input tokens in the ledger, indexes
+    # for a channel's spend and a period's report, admins' limits, and each user's request bucket.
+    db.execute("ALTER TABLE usage ADD COLUMN cached_input_tokens INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX usage_channel_at ON usage (platform, channel, at)")
+    db.execute("CREATE INDEX usage_at ON usage (at)")
+    db.execute(
+        """CREATE TABLE budgets (
+            platform TEXT NOT NULL, scope TEXT NOT NULL, subject TEXT NOT NULL, period TEXT NOT NULL,
+            tokens INTEGER NOT NULL, PRIMARY KEY (platform, scope, subject, period))"""
+    )
+    db.execute(
+        """CREATE TABLE request_buckets (
+            platform TEXT NOT NULL, user TEXT NOT NULL, tokens REAL NOT NULL, updated_at REAL NOT NULL,
+            PRIMARY KEY (platform, user))"""
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3, _v4, _v5)
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -334,8 +367,8 @@ class SqliteStore:
     # --- usage -----------------------------------------------------------------------------------------------
     async def record_usage(self, row: UsageRow) -> None:
         self.conn.execute(
-            """INSERT INTO usage (at, platform, user, channel, thread, model, input_tokens, output_tokens)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+            """INSERT INTO usage (at, platform, user, channel, thread, model, input_tokens, output_tokens,
+                 cached_input_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             (
                 self._clock(),
                 row.platform,
@@ -345,6 +378,7 @@ class SqliteStore:
                 row.model,
                 row.input_tokens,
                 row.output_tokens,
+                row.cached_input_tokens,
             ),
         )
 
@@ -356,11 +390,26 @@ class SqliteStore:
         ).fetchone()
         return int(row[0]), int(row[1]), int(row[2])
 
-    async def usage_rows(self) -> list[UsageRow]:
+    async def usage_rows(self, since: float = 0.0) -> list[UsageRow]:
         rows = self.conn.execute(
-            "SELECT platform, user, channel, thread, model, input_tokens, output_tokens FROM usage ORDER BY id"
+            """SELECT platform, user, channel, thread, model, input_tokens, output_tokens, cached_input_tokens, at
+               FROM usage WHERE at >= ? ORDER BY id""",
+            (since,),
         ).fetchall()
         return [UsageRow(*r) for r in rows]
+
+    async def usage_summary(
+        self, since: float, *, platform: str | None = None, user: str | None = None, channel: str | None = None
+    ) -> list[UsageTotal]:
+        where, params = _filters({"platform": platform, "user": user, "channel": channel})
+        rows = self.conn.execute(
+            f"""SELECT strftime('%Y-%m-%d', at, 'unixepoch') AS day, platform, user, channel, model, COUNT(*),
+                  SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens)
+               FROM usage WHERE at >= ?{where}
+               GROUP BY day, platform, user, channel, model ORDER BY day, platform, user, channel, model""",
+            (since, *params),
+        ).fetchall()
+        return [UsageTotal(str(d), str(p), str(u), str(c), str(m), *map(int, n)) for d, p, u, c, m, *n in rows]
 
     # --- per-channel model --------------------------------------------------------------------------------------
     async def channel_model(self, platform: str, channel: str) -> str | None:
@@ -415,14 +464,120 @@ class SqliteStore:
         ).fetchall()
         return [FeedbackRow(str(k), str(t), str(u), str(v), float(a)) for k, t, u, v, a in rows]
 
+    async def feedback_since(self, since: float) -> list[FeedbackRow]:
+        rows = self.conn.execute(
+            "SELECT thread_key, turn, user, value, at FROM feedback WHERE at >= ? ORDER BY at", (since,)
+        ).fetchall()
+        return [FeedbackRow(str(k), str(t), str(u), str(v), float(a)) for k, t, u, v, a in rows]
+
+    # --- budgets ---------------------------------------------------------------------------------------------
+    async def set_budget(self, platform: str, scope: str, subject: str, period: str, tokens: int | None) -> None:
+        if tokens is None:
+            self.conn.execute(
+                "DELETE FROM budgets WHERE platform = ? AND scope = ? AND subject = ? AND period = ?",
+                (platform, scope, subject, period),
+            )
+        else:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO budgets (platform, scope, subject, period, tokens) VALUES (?, ?, ?, ?, ?)",
+                (platform, scope, subject, period, tokens),
+            )
+
+    async def budget_overrides(
+        self, platform: str, *, user: str | None = None, channel: str | None = None
+    ) -> list[BudgetOverride]:
+        query = "SELECT platform, scope, subject, period, tokens FROM budgets WHERE platform = ?"
+        params: tuple[Any, ...] = (platform,)
+        if user is not None or channel is not None:
+            query += " AND ((scope = 'user' AND subject = ?) OR (scope = 'channel' AND subject = ?))"
+            params += (user, channel)
+        rows = self.conn.execute(f"{query} ORDER BY scope, subject, period", params).fetchall()
+        return [BudgetOverride(str(p), str(s), str(j), str(d), int(t)) for p, s, j, d, t in rows]
+
+    async def budget_spend(
+        self,
+        platform: str,
+        *,
+        user: str | None = None,
+        channel: str | None = None,
+        day_start: float,
+        month_start: float,
+    ) -> BudgetSpend:
+        column, subject = budget_subject(user, channel)
+        row = self.conn.execute(
+            f"""SELECT COALESCE(SUM(CASE WHEN at >= ? THEN input_tokens + output_tokens ELSE 0 END), 0),
+                  COALESCE(SUM(input_tokens + output_tokens), 0), COALESCE(MAX(input_tokens + output_tokens), 0),
+                  COUNT(*)
+               FROM usage WHERE platform = ? AND {column} = ? AND at >= ?""",
+            (day_start, platform, subject, month_start),
+        ).fetchone()
+        return BudgetSpend(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+
+    async def take_request(self, platform: str, user: str, *, per_minute: float, now: float) -> float:
+        size, rate = max(per_minute, 1.0), per_minute / 60
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            row = self.conn.execute(
+                "SELECT tokens, updated_at FROM request_buckets WHERE platform = ? AND user = ?", (platform, user)
+            ).fetchone()
+            tokens = size if row is None else min(size, float(row[0]) + max(0.0, now - float(row[1])) * rate)
+            if tokens < 1:
+                return (1 - tokens) / rate
+            self.conn.execute(
+                "INSERT OR REPLACE INTO request_buckets (platform, user, tokens, updated_at) VALUES (?, ?, ?, ?)",
+                (platform, user, tokens - 1, now),
+            )
+        return 0.0
+
     async def last_thread_image(self, key: ThreadKey) -> StoredImage | None:
         row = self.conn.execute(
             "SELECT data, mime, source, created_at FROM thread_images WHERE thread_key = ?", (str(key),)
         ).fetchone()
         return StoredImage(bytes(row[0]), str(row[1]), str(row[2]), float(row[3])) if row else None
 
+    # --- access rules ----------------------------------------------------------------------------------------
+    async def access_rules(self, platform: str) -> list[AccessRule]:
+        rows = self.conn.execute(
+            "SELECT platform, kind, value, effect, set_by, set_at FROM access_rules WHERE platform = ? "
+            "ORDER BY kind, value",
+            (platform,),
+        ).fetchall()
+        return [AccessRule(str(p), str(k), str(v), str(e), str(b), float(a)) for p, k, v, e, b, a in rows]
+
+    async def set_access_rule(self, platform: str, kind: str, value: str, effect: str, *, set_by: str) -> None:
+        self.conn.execute(
+            """INSERT OR REPLACE INTO access_rules (platform, kind, value, effect, set_by, set_at)
+               VALUES (?, ?, ?, ?, ?, ?)""",
+            (platform, kind, value, effect, set_by, self._clock()),
+        )
+
+    async def remove_access_rule(self, platform: str, kind: str, value: str) -> bool:
+        cur = self.conn.execute(
+            "DELETE FROM access_rules WHERE platform = ? AND kind = ? AND value = ?", (platform, kind, value)
+        )
+        return cur.rowcount > 0
+
+    async def clear_access_rules(self, platform: str) -> int:
+        return self.conn.execute("DELETE FROM access_rules WHERE platform = ?", (platform,)).rowcount
+
+    async def claim_refusal_reply(self, platform: str, user: str, every_secs: float) -> bool:
+        now = self._clock()
+        cur = self.conn.execute(
+            """INSERT INTO refusals (platform, user, replied_at) VALUES (?, ?, ?)
+               ON CONFLICT(platform, user) DO UPDATE SET replied_at = excluded.replied_at
+               WHERE refusals.replied_at <= ?""",
+            (platform, user, now, now - every_secs),
+        )
+        return cur.rowcount == 1
+
 
 _ENTRY = "SELECT id, thread_key, state, message, address, posted, accepted_at FROM inbox"
+
+
+def _filters(values: dict[str, str | None]) -> tuple[str, tuple[str, ...]]:
+    """`` AND column = ?`` for each value given (the column names are ours, never input)."""
+    given = {column: value for column, value in values.items() if value is not None}
+    return "".join(f" AND {column} = ?" for column in given), tuple(given.values())
 
 
 def _entry(row: tuple[Any, ...]) -> InboxEntry:

@@ -143,6 +143,10 @@ class FakeDiscord:
         self.guild_id = self.new_id() if guild_id is None else guild_id
         self.bot_role_id = self.new_id()
         self.helper_role_id = self.new_id()  # a plain role users can have (for access lists)
+        # Guild permissions of @everyone and of the other roles (role id → bits): everything unless a test says
+        # otherwise (0x20 is Manage Server; the owner, alice, has every permission whatever the roles say).
+        self.everyone_permissions = 0x1_FFFF_FFFF
+        self.role_permissions: dict[int, int] = {}
         self.guilds: dict[int, dict[str, Any]] = {  # guild id → name and the bot's role there
             self.guild_id: {"name": "Test Guild", "bot_role_id": self.bot_role_id, "roles": [self.helper_role_id]}
         }
@@ -309,9 +313,12 @@ class FakeDiscord:
     def guild_payload(self, guild_id: int | None = None) -> dict[str, Any]:
         guild_id = guild_id or self.guild_id
         guild = self.guilds[guild_id]
-        everyone = {"id": str(guild_id), "name": "@everyone", "permissions": str(0x1_FFFF_FFFF)}
+        everyone = {"id": str(guild_id), "name": "@everyone", "permissions": str(self.everyone_permissions)}
         bot_role = {"id": str(guild["bot_role_id"]), "name": "threadline", "tags": {"bot_id": str(self.bot_id)}}
-        others = [{"id": str(rid), "name": "helpers"} for rid in guild["roles"]]
+        others = [
+            {"id": str(rid), "name": "helpers", "permissions": str(self.role_permissions.get(rid, 0))}
+            for rid in guild["roles"]
+        ]
         roles = [
             {"permissions": "0", **role, "color": 0, "hoist": False, "position": pos, "mentionable": False}
             for pos, role in enumerate([everyone, bot_role, *others])
@@ -659,8 +666,9 @@ class FakeDiscord:
         channel_id: int | None = None,
         user: dict[str, Any] | None = None,
         resolved: dict[str, Any] | None = None,
+        roles: list[str] | None = None,
     ) -> dict[str, Any]:
-        """A user runs a slash command: INTERACTION_CREATE on the gateway."""
+        """A user runs a slash command: INTERACTION_CREATE on the gateway (``roles``: the member's role ids)."""
         channel_id = channel_id or self.channel_id
         channel = self.channels[channel_id]
         user = user or self.alice
@@ -694,7 +702,7 @@ class FakeDiscord:
             payload["guild_locale"] = "en-US"
             payload["member"] = {
                 "user": user,
-                "roles": [],
+                "roles": roles or [],
                 "joined_at": _now_iso(),
                 "deaf": False,
                 "mute": False,

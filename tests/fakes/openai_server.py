@@ -107,6 +107,8 @@ class Reply:
     end: Literal["completed", "failed", "incomplete", "error"] = "completed"
     usage: tuple[int, int] | None = None
     """(input_tokens, output_tokens). Default: a rough count of the conversation so far, len(text)//4+1."""
+    cached_tokens: int = 0
+    """``usage.input_tokens_details.cached_tokens`` (part of the input tokens)."""
     image_b64: str | None = None
     container_file: tuple[str, str, str, bytes] | None = None
     """(container_id, file_id, filename, data): a code_interpreter_call, then a container_file_citation."""
@@ -337,7 +339,7 @@ def plan_turn(body: dict[str, Any], reply: Reply, conversation: FakeConversation
     tokens_in, tokens_out = reply.usage or (rough_tokens(all_texts), len(text) // 4 + 1)
     usage = {
         "input_tokens": tokens_in,
-        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "input_tokens_details": {"cached_tokens": reply.cached_tokens, "cache_write_tokens": 0},
         "output_tokens": tokens_out,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": tokens_in + tokens_out,
