@@ -1,7 +1,8 @@
 """Console adapter: try threadline with only an OpenAI key. Same core path as the chat platforms.
 
 Each input line is a message in the current thread. ``/new`` starts a new thread, ``/attach PATH`` adds a file
-to the next message, ``/imagine PROMPT`` draws an image, ``/quit`` exits; ``/reset``, ``/model``, ``/usage`` and
+to the next message, ``/imagine PROMPT`` draws an image, ``/quit`` exits; a message starting with ``json:`` asks
+for a JSON answer; ``/reset``, ``/model``, ``/usage`` and
 ``/help`` are the shared commands.
 With stdin not a terminal, it answers each line in order and exits 0 at end of input. The current thread is the
 console thread used last, so a restart with the same database continues the same conversation.
@@ -17,6 +18,7 @@ import uuid
 from pathlib import Path
 from typing import TextIO
 
+from bot.answer_format import TEXT, split_answer_format
 from bot.audio_encode import AudioFormat
 from bot.errors import AttachmentError
 from bot.gateway import Gateway
@@ -149,7 +151,15 @@ class ConsoleAdapter:
 
     async def _turn(self, text: str, kind: TurnKind = TurnKind.CHAT) -> None:
         attachments, self._pending = tuple(self._pending), []
-        message = IncomingMessage(key=self.key(), user_id=self.user, text=text, attachments=attachments, kind=kind)
+        answer_format, text = split_answer_format(text) if kind is TurnKind.CHAT else (TEXT, text)
+        message = IncomingMessage(
+            key=self.key(),
+            user_id=self.user,
+            text=text,
+            attachments=attachments,
+            kind=kind,
+            answer_format=answer_format,
+        )
         reply = ConsoleReply(self.out, self.err, self.files_dir, show_status=self.interactive)
         submission = await self.gateway.submit(message, reply)
         if submission.done is not None:

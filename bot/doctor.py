@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import openai
 
+from bot.errors import StartupError
 from bot.model_calendar import Finding, calendar_findings, model_calendar
 from bot.openai_errors import api_error_message
 from bot.runtime import open_runtime
@@ -92,16 +93,20 @@ async def run_doctor(settings: Settings, sections: Mapping[str, Any], load_adapt
     if results[0][0] == "fail":
         _print(results)
         return 1
-    async with open_runtime(settings) as runtime:
-        results += await check_openai(settings, runtime.openai, runtime.store)
-        configured = [n for n in ("slack", "discord") if getattr(sections.get(n), "configured", False)]
-        results.append(("ok", f"adapters configured: {', '.join(configured) or 'none (console only)'}"))
-        for name in configured:
-            try:
-                checks = await load_adapter(name).doctor_checks(runtime.gateway, sections[name])
-                results += [("ok" if ok else "fail", line) for ok, line in checks]
-            except Exception as exc:
-                results.append(("fail", f"{name}: check failed: {type(exc).__name__}"))
+    try:
+        async with open_runtime(settings) as runtime:
+            results += await check_openai(settings, runtime.openai, runtime.store)
+            results.append(("ok", runtime.engine.tools.describe()))
+            configured = [n for n in ("slack", "discord") if getattr(sections.get(n), "configured", False)]
+            results.append(("ok", f"adapters configured: {', '.join(configured) or 'none (console only)'}"))
+            for name in configured:
+                try:
+                    checks = await load_adapter(name).doctor_checks(runtime.gateway, sections[name])
+                    results += [("ok" if ok else "fail", line) for ok, line in checks]
+                except Exception as exc:
+                    results.append(("fail", f"{name}: check failed: {type(exc).__name__}"))
+    except StartupError as exc:  # a function tool that won't load, an MCP server without its secret…
+        results.append(("fail", str(exc)))
     _print(results)
     failed = sum(1 for level, _ in results if level == "fail")
     print(f"{'OK' if not failed else f'{failed} problem(s) found'}", file=sys.stdout)

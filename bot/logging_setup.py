@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from pydantic import SecretStr
@@ -46,6 +47,8 @@ def secret_values(*sections: BaseSettings) -> list[str]:
             password = url_password(section.database) if "://" in section.database else None
             if password:
                 values.append(password)
+            mcp_envs = [server.authorization_env for server in section.mcp_servers if server.authorization_env]
+            values += [os.environ[name] for name in mcp_envs if os.environ.get(name)]
     return values
 
 

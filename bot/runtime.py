@@ -58,7 +58,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         http = build_http_session(settings)
         client = build_openai_client(settings, http)
         try:
-            engine = ConversationsEngine(settings=settings, store=store, client=client)
+            engine = ConversationsEngine(settings=settings, store=store, client=client, http=http)
             commands = Commands(settings=settings, store=store, engine=engine)
             turns = TurnHandler(settings=settings, engine=engine)
             gateway = Gateway(settings=settings, store=store, turns=turns, commands=commands, http=http)

@@ -8,12 +8,13 @@ in the same README table. Every field has a default and a row in that table.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from platformdirs import user_data_path
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -41,6 +42,20 @@ def split_commas(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+class McpServer(BaseModel):
+    """One remote MCP server offered to the model (an entry of ``THREADLINE_MCP_SERVERS``). The value of its auth
+    header is read from the environment variable ``authorization_env`` names, so no secret sits in the list."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    url: str = Field(pattern=r"^https?://\S+$")
+    authorization_env: str | None = None
+    header: str = "Authorization"
+    allowed_tools: list[str] | None = None
+    description: str | None = None
 
 
 class SettingsBase(BaseSettings):
@@ -101,6 +116,18 @@ class Settings(SettingsBase):
         "Voice notes arrive as transcripts."
     )
     tools: CommaList = Field(default_factory=lambda: ["image_generation", "code_interpreter"])
+    # Function tools run by threadline: built-in names, and package.module:function paths (installed packages'
+    # ``threadline.tools`` entry points are added to these).
+    function_tools: CommaList = Field(default_factory=lambda: ["current_time", "calculate", "get_weather"])
+    # Rounds of function calls one answer may run before it is ended with a note.
+    tool_rounds: int = Field(default=5, ge=1)
+    tool_timeout_secs: float = Field(default=20.0, gt=0)
+    open_meteo_url: str = "https://api.open-meteo.com"
+    open_meteo_geocoding_url: str = "https://geocoding-api.open-meteo.com"
+    # A JSON list of McpServer objects (label, url, authorization_env, header, allowed_tools, description).
+    mcp_servers: Annotated[list[McpServer], NoDecode] = Field(default_factory=list)
+    # JSON answers ("json:" prefix, Discord's /ask json) follow this JSON schema (strict) instead of any object.
+    json_schema_file: Path | None = None
     voice_replies: Literal["auto", "always", "never"] = "auto"
     # threadline doctor (and a log line at start-up) warn this many days before a model in use shuts down.
     model_shutdown_warn_days: int = Field(default=90, ge=0)
@@ -131,7 +158,14 @@ class Settings(SettingsBase):
     dedupe_retention_hours: float = 72.0
     log_level: str = "INFO"
 
-    @field_validator("tools", "allowed_users", "allowed_channels", "allowed_roles", mode="before")
+    @field_validator("mcp_servers", mode="before")
+    @classmethod
+    def _mcp_servers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else []
+        return value
+
+    @field_validator("tools", "function_tools", "allowed_users", "allowed_channels", "allowed_roles", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         return split_commas(value)

@@ -82,6 +82,7 @@ class IncomingMessage:
     kind: TurnKind = TurnKind.CHAT
     image_size: str = "auto"  # /imagine options
     image_quality: str = "auto"
+    answer_format: str = "text"  # "json": the answer is a JSON object, shown as a code block (bot.answer_format)
     received_at: float = field(default_factory=time.monotonic, compare=False)
 
 

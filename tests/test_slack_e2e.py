@@ -711,3 +711,19 @@ async def test_http_mode_answers_slacks_url_verification(slack: SlackHarness) ->
     status, body = await fake.deliver(bot.events_url, challenge)
 
     assert status == 200 and json.loads(body) == {"challenge": challenge["challenge"]}
+
+
+async def test_a_json_prefix_asks_for_a_json_answer_shown_as_a_code_block(
+    slack: SlackHarness, fake_openai: FakeOpenAI
+) -> None:
+    fake = slack.fake
+    bot = await slack.start()
+    mention = fake.user_event(f"<@{fake.bot_user_id}> json: three primary colours", kind="app_mention")
+    await bot.send(mention)
+    (message,) = await bot.answered(CHANNEL, mention["ts"])
+    (body,) = responses(fake_openai)
+    assert user_text(body) == "three primary colours" and body["text"] == {"format": {"type": "json_object"}}
+    assert message.text.startswith("```json\n") and message.text.endswith("```") and fences_balanced(message.text)
+    assert json.loads(message.text.removeprefix("```json").removesuffix("```")) == {
+        "answer": "You said: «three primary colours»."
+    }

@@ -51,6 +51,7 @@ from adapters.discord.setup import (
     make_client,
 )
 from adapters.discord.throttle import ChannelThrottle, RequestBudget, budget_requests
+from bot.answer_format import JSON
 from bot.errors import StartupError
 from bot.gateway import Gateway
 from bot.replies import TextReply
@@ -696,10 +697,14 @@ class DiscordAdapter:
             answer = NOTHING_RUNNING
         await interaction.response.send_message(answer, ephemeral=True)
 
-    async def ask(self, interaction: discord.Interaction, prompt: str, file: discord.Attachment | None) -> None:
+    async def ask(
+        self, interaction: discord.Interaction, prompt: str, file: discord.Attachment | None, as_json: bool = False
+    ) -> None:
         """``/ask``: the question is echoed publicly; in a channel a thread is opened from that echo and the
-        answer streams there (like a mention); in a thread or DM the answer streams right below it."""
-        await self._slash_turn(interaction, prompt, file, echo="asked")
+        answer streams there (like a mention); in a thread or DM the answer streams right below it. With ``json``
+        the answer is a JSON object, shown as a code block."""
+        options = {"answer_format": JSON} if as_json else None
+        await self._slash_turn(interaction, prompt, file, echo="asked", options=options)
 
     async def imagine(self, interaction: discord.Interaction, prompt: str, size: str, quality: str) -> None:
         """``/imagine``: like ``/ask``, but the prompt is drawn (and follow-ups in the thread can edit it)."""

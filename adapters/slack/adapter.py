@@ -64,6 +64,7 @@ from adapters.slack.files import SlackFiles
 from adapters.slack.http_guard import RequestGuard
 from adapters.slack.settings import SlackSettings
 from adapters.slack.stream import SESSION_METHOD, AgentSession, ReplyTarget, SlackReply, StreamOptions
+from bot.answer_format import split_answer_format
 from bot.errors import StartupError
 from bot.gateway import Gateway
 from bot.replies import TextReply
@@ -331,10 +332,12 @@ class SlackAdapter:
             await self._thread_command(message, message.thread_command)
             return
         files = await self.files.resolve(message.files)
+        answer_format, text = split_answer_format(message.text)
         incoming = IncomingMessage(
             key=message.key,
             user_id=message.user,
-            text=message.text,
+            text=text,
+            answer_format=answer_format,
             dedupe_keys=message.dedupe_keys,
             attachments=tuple(self.files.attachment(file) for file in files),
             is_dm=message.is_dm,

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import sys
 import time
 import uuid
@@ -110,6 +111,9 @@ class Reply:
     image_b64: str | None = None
     container_file: tuple[str, str, str, bytes] | None = None
     """(container_id, file_id, filename, data): a code_interpreter_call, then a container_file_citation."""
+    function_calls: tuple[tuple[str, dict[str, Any]], ...] | None = None
+    """(tool name, arguments): function_call items to emit, for tools the request offers (default: the scripted
+    rules of ``auto_calls``, e.g. "weather in Paris and Tokyo" → two ``get_weather`` calls)."""
     conversation_missing: bool = False
     error_code: str | None = None
     """Code for ``status``/``end`` failed/error (defaults: per status; ``server_error`` for failed/error)."""
@@ -327,12 +331,23 @@ def plan_turn(body: dict[str, Any], reply: Reply, conversation: FakeConversation
     user_texts = [message_text(i) for i in earlier if _is_message(i) and i.get("role") == "user"]
     last = inputs[-1] if inputs else None
     current = user_texts.pop() if _is_message(last) and last and last.get("role") == "user" else ""
+    tool_outputs = [i for i in inputs if i.get("type") == "function_call_output"]
+    calls = [] if reply.end in {"failed", "error"} else function_call_items(body, reply, current)
+    mcp = [] if reply.end in {"failed", "error"} else mcp_items(body, current, conversation)
     if reply.text is not None:
         text = reply.text
-    elif reply.end in {"failed", "error"}:
+    elif reply.end in {"failed", "error"} or calls:
         text = ""
+    elif tool_outputs:
+        text = tool_results_text(tool_outputs, earlier)
     else:
         text = default_text([t for t in user_texts if t], current, attachment_count(inputs))
+        for item in mcp:
+            if item["type"] == "mcp_call":
+                text += f" The {item['server_label']} tool {item['name']} answered: «{item['output']}»."
+    text_format = (body.get("text") or {}).get("format") or {}
+    if text and reply.text is None and text_format.get("type") in {"json_object", "json_schema"}:
+        text = json_answer(text_format, text)
     all_texts = [body.get("instructions") or "", *(message_text(i) for i in earlier if _is_message(i))]
     tokens_in, tokens_out = reply.usage or (rough_tokens(all_texts), len(text) // 4 + 1)
     usage = {
@@ -343,11 +358,177 @@ def plan_turn(body: dict[str, Any], reply: Reply, conversation: FakeConversation
         "total_tokens": tokens_in + tokens_out,
     }
     turn = Turn(body=body, reply=reply, conversation=conversation, text=text, inputs=inputs, usage=usage)
+    turn.tool_items.extend(mcp)
     if reply.image_b64:
         turn.tool_items.append(_image_item(reply.image_b64, current))
     if reply.container_file:
         turn.tool_items.append(_code_item(reply.container_file, body))
+    turn.tool_items.extend(calls)
     return turn
+
+
+# --- function calls, MCP calls and JSON answers -----------------------------------------------------
+
+# What the fake model asks for when no answer is scripted: (pattern on the user's message, the tool it calls).
+AUTO_CALLS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\bweather (?:in|for) (.+?)[?.!]*$", re.IGNORECASE), "get_weather"),
+    (re.compile(r"\btime (?:is it )?in ([A-Za-z_]+/[\w/+-]+|UTC)\b", re.IGNORECASE), "current_time"),
+    (re.compile(r"\bcalculate (.+?)\s*$", re.IGNORECASE), "calculate"),
+)
+
+
+def offered_functions(body: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["name"]: t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"}
+
+
+def auto_calls(current: str, offered: Mapping[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """The calls a tool-using model would make for ``current``: "weather in Paris and Tokyo" is two calls, in
+    parallel; each goes to the tool's first parameter."""
+    for pattern, name in AUTO_CALLS:
+        match = pattern.search(current)
+        if match is None or name not in offered:
+            continue
+        params = offered[name].get("parameters") or {}
+        first = next(iter(params.get("required") or params.get("properties") or ["input"]))
+        values = re.split(r"\s*(?:,|\band\b)\s*", match[1]) if name == "get_weather" else [match[1]]
+        return [(name, {first: value.strip()}) for value in values if value.strip()]
+    return []
+
+
+def function_call_items(body: Mapping[str, Any], reply: Reply, current: str) -> list[dict[str, Any]]:
+    offered = offered_functions(body)
+    if reply.function_calls is not None:
+        wanted = list(reply.function_calls)
+    else:  # a scripted answer is the answer: no calls of the fake's own
+        wanted = auto_calls(current, offered) if reply.text is None else []
+    return [
+        {
+            "id": new_id("fc_"),
+            "type": "function_call",
+            "call_id": new_id("call_"),
+            "name": name,
+            "arguments": json.dumps(arguments),
+            "status": "completed",
+        }
+        for name, arguments in wanted
+        if name in offered
+    ]
+
+
+def tool_results_text(outputs: list[dict[str, Any]], earlier: list[dict[str, Any]]) -> str:
+    """The answer after a function_call_output round: each output quoted with its call id and tool."""
+    names = {i.get("call_id"): i.get("name") for i in earlier if i.get("type") == "function_call"}
+    quoted = [f"[{o.get('call_id')}] {names.get(o.get('call_id'), '?')} → {o.get('output')}" for o in outputs]
+    return "Tool results: " + " | ".join(quoted)
+
+
+def tool_output_problem(conversation: FakeConversation | None, items: list[dict[str, Any]], *, respond: bool) -> str:
+    """What the real API would refuse about function call outputs: an output for a call this conversation never
+    issued (or already answered), or, for a new response, a call of the conversation still without an output."""
+    issued = [
+        i.get("call_id") for i in (conversation.items if conversation else []) if i.get("type") == "function_call"
+    ]
+    answered = {
+        i.get("call_id")
+        for i in (conversation.items if conversation else [])
+        if i.get("type") == "function_call_output"
+    }
+    given: set[Any] = set()
+    for item in items:
+        if item.get("type") != "function_call_output":
+            continue
+        call_id = item.get("call_id")
+        if call_id not in issued or call_id in answered or call_id in given:
+            return f"No tool call found for function call output with call_id {call_id}."
+        given.add(call_id)
+    missing = [c for c in issued if c not in answered and c not in given]
+    if respond and missing:
+        return f"No tool output found for function call {missing[0]}."
+    return ""
+
+
+def mcp_items(body: Mapping[str, Any], current: str, conversation: FakeConversation | None) -> list[dict[str, Any]]:
+    """An ``mcp_call`` (after an ``mcp_list_tools`` the first time in a conversation) for each MCP server the
+    user's message names by its label."""
+    items: list[dict[str, Any]] = []
+    listed = {
+        i.get("server_label") for i in (conversation.items if conversation else []) if i.get("type") == "mcp_list_tools"
+    }
+    for tool in body.get("tools") or []:
+        if not isinstance(tool, dict) or tool.get("type") != "mcp" or not current:
+            continue
+        label = str(tool.get("server_label"))
+        if not re.search(rf"\b{re.escape(label)}\b", current, re.IGNORECASE):
+            continue
+        allowed = tool.get("allowed_tools")
+        names = allowed if isinstance(allowed, list) and allowed else ["search"]
+        if label not in listed:
+            schema = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}
+            listing = [{"name": n, "input_schema": schema, "description": f"{n} on {label}"} for n in names]
+            items.append({"id": new_id("mcpl_"), "type": "mcp_list_tools", "server_label": label, "tools": listing})
+        items.append(
+            {
+                "id": new_id("mcp_"),
+                "type": "mcp_call",
+                "server_label": label,
+                "name": names[0],
+                "arguments": json.dumps({"query": current}),
+                "output": f"{label} found 3 results for {current!r}",
+                "error": None,
+                "status": "completed",
+                "approval_request_id": None,
+            }
+        )
+    return items
+
+
+def json_problem(body: Mapping[str, Any]) -> str:
+    """JSON mode needs the word "json" in the instructions or the input, as the real API insists."""
+    text_format = (body.get("text") or {}).get("format") or {}
+    if text_format.get("type") != "json_object":
+        return ""
+    said = [body.get("instructions") or "", *(message_text(i) for i in input_items(body.get("input", [])))]
+    if any("json" in text.lower() for text in said):
+        return ""
+    return (
+        "Response input messages must contain the word 'json' in some form to use 'text.format' of type 'json_object'."
+    )
+
+
+def json_answer(text_format: Mapping[str, Any], text: str) -> str:
+    """The fake model's JSON answer: ``{"answer": …}`` in JSON mode, a sample of the schema otherwise."""
+    if text_format.get("type") == "json_schema":
+        schema = text_format.get("schema") or {}
+        return json.dumps(sample_of(schema, schema, text), ensure_ascii=False)
+    return json.dumps({"answer": text}, ensure_ascii=False)
+
+
+def sample_of(schema: Any, root: Mapping[str, Any], text: str) -> Any:
+    """A value that fits ``schema`` (strings are ``text``)."""
+    if not isinstance(schema, Mapping):
+        return None
+    if isinstance(ref := schema.get("$ref"), str):
+        target: Any = root
+        for part in ref.removeprefix("#/").split("/"):
+            target = target.get(part, {}) if isinstance(target, Mapping) else {}
+        return sample_of(target, root, text)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            branches = [b for b in schema[key] if isinstance(b, Mapping) and b.get("type") != "null"]
+            return sample_of((branches or schema[key])[0], root, text)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        properties = schema.get("properties") or {}
+        return {name: sample_of(sub, root, text) for name, sub in properties.items()}
+    if kind == "array":
+        return [sample_of(schema.get("items") or {}, root, text)]
+    return {"string": text, "integer": 1, "number": 1.5, "boolean": True}.get(str(kind))
 
 
 def _image_item(b64: str, prompt: str) -> dict[str, Any]:
@@ -395,7 +576,8 @@ def turn_events(turn: Turn) -> Iterator[Step]:
         message = reply.error_message or "An error occurred while processing your request."
         yield {"type": "error", "code": reply.error_code or "server_error", "message": message, "param": None}
         return
-    yield from _message_events(turn, len(turn.output))
+    if turn.text or not any(item["type"] == "function_call" for item in turn.tool_items):
+        yield from _message_events(turn, len(turn.output))
     yield Commit()
     if reply.end == "incomplete":
         details = {"reason": "max_output_tokens"}
@@ -415,6 +597,23 @@ def _tool_events(item: dict[str, Any], index: int) -> Iterator[Step]:
         partial = {"partial_image_b64": item["result"], "partial_image_index": 0}
         yield {"type": "response.image_generation_call.partial_image", **ids, **partial}
         yield {"type": "response.image_generation_call.completed", **ids}
+    elif item["type"] == "function_call":
+        added = {**item, "status": "in_progress", "arguments": ""}
+        yield {"type": "response.output_item.added", "output_index": index, "item": added}
+        yield {"type": "response.function_call_arguments.delta", **ids, "delta": item["arguments"]}
+        done = {"arguments": item["arguments"], "name": item["name"]}
+        yield {"type": "response.function_call_arguments.done", **ids, **done}
+    elif item["type"] == "mcp_list_tools":
+        yield {"type": "response.output_item.added", "output_index": index, "item": {**item, "tools": []}}
+        yield {"type": "response.mcp_list_tools.in_progress", **ids}
+        yield {"type": "response.mcp_list_tools.completed", **ids}
+    elif item["type"] == "mcp_call":
+        added = {**item, "status": "in_progress", "arguments": "", "output": None}
+        yield {"type": "response.output_item.added", "output_index": index, "item": added}
+        yield {"type": "response.mcp_call_arguments.delta", **ids, "delta": item["arguments"]}
+        yield {"type": "response.mcp_call_arguments.done", **ids, "arguments": item["arguments"]}
+        yield {"type": "response.mcp_call.in_progress", **ids}
+        yield {"type": "response.mcp_call.completed", **ids}
     else:
         added = {**item, "status": "in_progress", "code": "", "outputs": None}
         yield {"type": "response.output_item.added", "output_index": index, "item": added}
@@ -821,6 +1020,8 @@ class FakeOpenAI:
                 moved = [spec.Problem(f"$.items[{index}]{p.param[1:]}", p.message, p.code) for p in problems]
                 return self._bad_body(request, "InputItem", *moved)
         added = input_items(items)
+        if problem := tool_output_problem(conv, added, respond=False):
+            return self._bad_body(request, "InputItem", spec.Problem("$.items", problem))
         conv.items.extend(added)
         return web.json_response(
             {
@@ -843,6 +1044,11 @@ class FakeOpenAI:
         conversation = self.conversations.get(conv_id) if conv_id else None
         if conv_id and conversation is None:
             return conversation_not_found(conv_id)  # checked before a scripted reply is used up
+        inputs = input_items(body.get("input", []))
+        if problem := tool_output_problem(conversation, inputs, respond=True):
+            return self._bad_body(request, "CreateResponse", spec.Problem("$.input", problem))
+        if problem := json_problem(body):
+            return self._bad_body(request, "CreateResponse", spec.Problem("$.input", problem))
         reply = self._script.popleft() if self._script else Reply()
         if reply.status:
             return _status_error(reply, body)
