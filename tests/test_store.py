@@ -9,9 +9,9 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -21,6 +21,7 @@ from psycopg import sql
 
 from bot.store import (
     SCHEMA_VERSION,
+    InboxState,
     Store,
     StoredImage,
     StoreUnavailable,
@@ -31,7 +32,8 @@ from bot.store import (
 from bot.store.location import DatabaseLocation
 from bot.store.postgres import MIGRATIONS as PG_MIGRATIONS
 from bot.store.postgres import RECONNECT_TIMEOUT, PostgresStore
-from bot.store.sqlite import SqliteStore, _v1
+from bot.store.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
+from bot.store.sqlite import SqliteStore
 from bot.types import ThreadKey
 from tests.pg_server import EmbeddedPostgres, database_url, free_port, fresh_database
 
@@ -55,6 +57,17 @@ V1_ROWS: tuple[tuple[str, tuple[str, ...], tuple[Any, ...]], ...] = (
     ),
     ("channel_models", ("platform", "channel", "model"), ("slack", "C1", "gpt-old")),
 )
+# What schema v2 and v3 added, one row per table.
+V3_ROWS: tuple[tuple[str, tuple[str, ...], tuple[Any, ...]], ...] = (
+    ("thread_prefs", ("thread_key", "name", "value"), (str(SLACK), "voice", "on")),
+    (
+        "thread_images",
+        ("thread_key", "data", "mime", "source", "created_at"),
+        (str(SLACK), b"\x89PNG-old", "image/png", "user", 3.0),
+    ),
+    ("feedback", ("thread_key", "turn", "user", "value", "at"), (str(SLACK), "m1", "U1", "good", 4.0)),
+)
+T = TypeVar("T")
 
 
 class Backend:
@@ -94,22 +107,79 @@ class Backend:
 
     async def create_v1(self) -> None:
         """The schema and data a database of the previous release (schema v1) has."""
+        await self.create_at(1, V1_ROWS)
+
+    async def create_at(self, version: int, rows: tuple[tuple[str, tuple[str, ...], tuple[Any, ...]], ...]) -> None:
+        """A database an older threadline left at schema ``version``, holding ``rows``."""
         if self.name == "sqlite":
             db = sqlite_utils.Database(self.target)
-            _v1(db)
-            db.execute("PRAGMA user_version = 1")
+            for migration in SQLITE_MIGRATIONS[:version]:
+                migration(db)
+            db.execute(f"PRAGMA user_version = {version}")
             db.close()
         else:
             async with await psycopg.AsyncConnection.connect(self.target, autocommit=True) as pg:
-                for statement in PG_MIGRATIONS[0]:
-                    await pg.execute(statement)
+                for statements in PG_MIGRATIONS[:version]:
+                    for statement in statements:
+                        await pg.execute(statement)
                 await pg.execute("CREATE TABLE schema_version (one boolean PRIMARY KEY, version integer NOT NULL)")
-                await pg.execute("INSERT INTO schema_version VALUES (true, 1)")
-        for table, columns, values in V1_ROWS:
+                await pg.execute("INSERT INTO schema_version VALUES (true, %s)", (version,))
+        for table, columns, values in rows:
             if self.name == "postgresql":
                 values = tuple(bool(v) if c == "owned" else v for c, v in zip(columns, values, strict=True))
             names = ", ".join(f'"{c}"' for c in columns)
             await self.execute(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})", values)
+
+    async def lease_left(self, key: ThreadKey) -> float:
+        """Seconds until the lease of ``key`` lapses, read raw (by the database's clock on PostgreSQL)."""
+        if self.name == "sqlite":
+            conn = sqlite3.connect(self.target)
+            try:
+                row = conn.execute("SELECT expires_at FROM leases WHERE thread_key = ?", (str(key),)).fetchone()
+            finally:
+                conn.close()
+            return float(row[0]) - time.time()
+        async with await psycopg.AsyncConnection.connect(self.target, autocommit=True) as pg:
+            cur = await pg.execute(
+                "SELECT extract(epoch FROM expires_at - clock_timestamp()) FROM leases WHERE thread_key = %s",
+                (str(key),),
+            )
+            found = await cur.fetchone()
+        assert found is not None
+        return float(found[0])
+
+    async def race(self, calls: int, call: Callable[[Store, int], Coroutine[Any, Any, T]]) -> list[T]:
+        """``call(store, i)`` for every i at once, each on its own connection: threads with their own
+        ``SqliteStore`` released together by a barrier on SQLite, the pooled connections of five replicas on
+        PostgreSQL. The schema must exist already (open a store first)."""
+        if self.name == "postgresql":
+            replicas = [await self.open(pool_size=10) for _ in range(5)]
+            return list(await asyncio.gather(*(call(replicas[i % 5], i) for i in range(calls))))
+        barrier = threading.Barrier(calls, timeout=30)
+        results: list[Any] = [None] * calls
+        errors: list[BaseException] = []
+
+        def one(index: int) -> None:
+            store = SqliteStore(self.target)
+            try:
+                barrier.wait()
+                results[index] = asyncio.run(call(store, index))
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                asyncio.run(store.close())
+
+        def run_all() -> None:
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(calls)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+
+        await asyncio.to_thread(run_all)
+        if errors:
+            raise errors[0]
+        return results
 
     async def close_all(self) -> None:
         for store in self.opened:
@@ -174,29 +244,7 @@ async def test_concurrent_claims_of_one_key_have_one_winner(backend: Backend) ->
     of five replicas on PostgreSQL): exactly one wins, and the losers' other ids are not recorded."""
     first = await backend.open()
     keys = [["ev:shared", f"ev:own-{i}"] for i in range(50)]
-    if backend.name == "sqlite":
-        barrier = threading.Barrier(len(keys), timeout=30)
-        results = [False] * len(keys)
-
-        def deliver(index: int) -> None:
-            store = SqliteStore(backend.target)
-            try:
-                barrier.wait()
-                results[index] = asyncio.run(store.claim_events(keys[index]))
-            finally:
-                asyncio.run(store.close())
-
-        def race() -> None:
-            threads = [threading.Thread(target=deliver, args=(i,)) for i in range(len(keys))]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-
-        await asyncio.to_thread(race)
-    else:
-        replicas = [await backend.open(pool_size=10) for _ in range(5)]
-        results = await asyncio.gather(*(replicas[i % 5].claim_events(claim) for i, claim in enumerate(keys)))
+    results = await backend.race(len(keys), lambda store, i: store.claim_events(keys[i]))
     assert sum(results) == 1, f"{sum(results)} deliveries of one event won"
     winner = results.index(True)
     for i in range(50):
@@ -300,6 +348,214 @@ async def test_the_rest_of_the_contract(backend: Backend) -> None:
     assert await store.usage_since("slack", "U1", 0) == (2, 4, 6), "the probe wrote nothing"
 
 
+# --- the durable inbox and per-thread leases, on both backends ------------------------------------------------
+
+
+def _message(n: int) -> dict[str, str]:
+    return {"message": f'{{"text": "m{n}"}}', "address": f'{{"channel": "C1", "n": "{n}"}}'}
+
+
+async def _accept(store: Store, dedupe_key: str, key: ThreadKey, n: int = 0) -> int:
+    entry_id = await store.accept([dedupe_key], key, **_message(n))
+    assert entry_id is not None, f"{dedupe_key} was refused"
+    return entry_id
+
+
+async def test_accept_writes_the_entry_and_owns_the_thread_once(backend: Backend) -> None:
+    store = await backend.open(clock=lambda: 500.0)
+    first = await store.accept(["slack:event:Ev1", "slack:msg:C1:1.0"], SLACK, **_message(1))
+    assert first is not None
+    entry = await store.inbox_entry(first)
+    assert entry is not None
+    assert (entry.id, entry.key, entry.state, entry.posted, entry.accepted_at) == (
+        first,
+        SLACK,
+        InboxState.QUEUED,
+        None,
+        500.0,
+    )
+    assert (entry.message, entry.address) == ('{"text": "m1"}', '{"channel": "C1", "n": "1"}')
+    assert await store.is_owned(SLACK), "accepting a message makes the thread the bot's"
+    await store.set_inbox_state(first, InboxState.RUNNING)
+
+    assert await store.accept(["slack:msg:C1:1.0", "slack:event:Ev2"], SLACK, **_message(2)) is None
+    assert await store.accept(["slack:event:Ev1"], DISCORD, **_message(3)) is None
+    running = await store.inbox_entry(first)
+    assert running is not None and running.state is InboxState.RUNNING, "a duplicate touched the first entry"
+    assert not await store.is_owned(DISCORD), "a duplicate marked its thread owned"
+    assert await store.claim_events(["slack:event:Ev2"]), "a duplicate recorded its other dedupe key"
+    assert await store.next_entry(DISCORD) is None
+    await store.set_inbox_state(first, InboxState.DONE)
+    assert await store.next_entry(SLACK) is None, "a duplicate wrote a second entry"
+    assert await store.accept([], SLACK, **_message(4)) is not None, "no dedupe key is not a duplicate"
+
+
+async def test_entries_are_answered_in_arrival_order_per_thread(backend: Backend) -> None:
+    store = await backend.open()
+    other = ThreadKey("slack", "T1", "C1", "2.0")
+    # Fired together (one batch on PostgreSQL, sorted before it runs), dedupe keys in descending order.
+    ids = await asyncio.gather(*(_accept(store, f"ev-{9 - n}", SLACK if n % 2 else DISCORD, n) for n in range(10)))
+    mine = [i for n, i in enumerate(ids) if n % 2]
+    assert mine == sorted(mine), f"one thread's entries out of arrival order: {ids}"
+    a1, a2, a3 = [await _accept(store, f"late-{n}", SLACK, n) for n in range(3)]
+    assert max(ids) < a1 < a2 < a3, "ids grow in arrival order"
+    for entry_id in mine:
+        await store.set_inbox_state(entry_id, InboxState.DONE)
+
+    async def next_id(key: ThreadKey) -> int | None:
+        entry = await store.next_entry(key)
+        assert entry is None or entry.key == key, "another thread's entry"
+        return entry.id if entry else None
+
+    discord_first = ids[0]
+    assert await next_id(SLACK) == a1 and await next_id(DISCORD) == discord_first
+    await store.set_inbox_state(a1, InboxState.RUNNING)
+    assert await next_id(SLACK) == a1, "a running entry is still the thread's next (it was interrupted)"
+    await store.set_inbox_state(a1, InboxState.DONE)
+    assert await next_id(SLACK) == a2
+    await store.set_inbox_state(a2, InboxState.FAILED)
+    assert await next_id(SLACK) == a3
+    assert await next_id(other) is None
+    assert await next_id(DISCORD) == discord_first, "another thread's progress moved this one"
+
+    assert await store.last_interrupted(SLACK) is None
+    await store.set_inbox_state(a2, InboxState.INTERRUPTED)
+    await store.set_inbox_state(a3, InboxState.INTERRUPTED)
+    assert await next_id(SLACK) is None, "an interrupted entry waits for retry"
+    newest = await store.last_interrupted(SLACK)
+    assert newest is not None and newest.id == a3 and newest.state is InboxState.INTERRUPTED
+    assert await store.last_interrupted(DISCORD) is None
+    await store.set_inbox_state(a3, InboxState.QUEUED)  # retry
+    assert await next_id(SLACK) == a3
+    last = await store.last_interrupted(SLACK)
+    assert last is not None and last.id == a2
+    assert await store.inbox_entry(a3 + 1000) is None
+
+
+async def test_note_posted_round_trips(backend: Backend) -> None:
+    store = await backend.open()
+    entry_id = await _accept(store, "ev", SLACK)
+    await store.set_inbox_state(entry_id, InboxState.RUNNING)
+    await store.note_posted(entry_id, "1700000000.000100")
+    await store.close()
+    reopened = await backend.open()
+    entry = await reopened.next_entry(SLACK)
+    assert entry is not None and entry.posted == "1700000000.000100" and entry.state is InboxState.RUNNING
+
+
+async def test_prune_inbox_deletes_only_old_finished_entries(backend: Backend) -> None:
+    now = [1000.0]
+    store = await backend.open(clock=lambda: now[0])
+    states = [InboxState.DONE, InboxState.FAILED, InboxState.QUEUED, InboxState.RUNNING, InboxState.INTERRUPTED]
+    old: dict[InboxState, int] = {}
+    for n, state in enumerate(states):
+        entry_id = await _accept(store, f"old-{n}", SLACK, n)
+        await store.set_inbox_state(entry_id, state)
+        old[state] = entry_id
+    now[0] += 3600
+    recent = await _accept(store, "recent", SLACK)
+    await store.set_inbox_state(recent, InboxState.DONE)
+    now[0] += 60
+    assert await store.prune_inbox(retention_secs=1800) == 2
+    assert await store.inbox_entry(old[InboxState.DONE]) is None
+    assert await store.inbox_entry(old[InboxState.FAILED]) is None
+    for state in (InboxState.QUEUED, InboxState.RUNNING, InboxState.INTERRUPTED):
+        kept = await store.inbox_entry(old[state])
+        assert kept is not None and kept.state is state, f"an old {state} entry was pruned"
+    assert await store.inbox_entry(recent) is not None, "a recent done entry was pruned"
+    assert await store.prune_inbox(retention_secs=1800) == 0
+
+
+async def test_leases_are_taken_renewed_and_released(backend: Backend) -> None:
+    store = await backend.open()
+    assert store.shared is (backend.name == "postgresql")
+    third = ThreadKey("slack", "T1", "C1", "3.0")
+    assert await store.take_lease(SLACK, "a", 30)
+    assert not await store.take_lease(SLACK, "b", 30), "a live lease went to a second owner"
+    assert await store.take_lease(SLACK, "a", 30), "the holder takes its own lease again"
+
+    assert await store.take_lease(DISCORD, "a", 0.2)
+    await asyncio.sleep(0.5)
+    assert await store.take_lease(DISCORD, "b", 30), "a lapsed lease goes to whoever takes it"
+    assert await store.take_lease(third, "a", 60)
+    assert await store.renew_leases("a", 3600) == [SLACK, third], "a's lapsed, retaken lease was reported held"
+    assert await backend.lease_left(third) > 600, "the renewal did not extend the lease"
+    assert await backend.lease_left(DISCORD) < 60, "another owner's lease was renewed"
+    assert await store.renew_leases("b", 30) == [DISCORD]
+    assert await store.renew_leases("nobody", 30) == []
+
+    await store.release_lease(SLACK, "b")  # not b's: nothing happens
+    assert not await store.take_lease(SLACK, "b", 30)
+    await store.release_lease(SLACK, "a")
+    assert await store.take_lease(SLACK, "b", 30), "a released lease is free"
+
+    assert await store.take_lease(DISCORD, "c", 0.2) is False
+    await store.clear_leases()
+    assert await store.renew_leases("a", 30) == [] and await store.renew_leases("b", 30) == []
+    assert await store.take_lease(DISCORD, "c", 30) and await store.take_lease(SLACK, "c", 30)
+
+
+async def test_a_lapsed_lease_is_not_renewed(backend: Backend) -> None:
+    store = await backend.open()
+    assert await store.take_lease(SLACK, "a", 0.2)
+    await asyncio.sleep(0.5)
+    assert await store.renew_leases("a", 30) == [], "a lapsed lease was renewed: its thread may be another's now"
+    assert await store.take_lease(SLACK, "b", 30)
+
+
+async def test_unleased_threads_are_those_with_work_and_no_live_lease(backend: Backend) -> None:
+    store = await backend.open()
+    keys = [ThreadKey("slack", "T1", "C1", f"{n}.0") for n in range(5)]
+    plan = [  # (thread, final state), in arrival order
+        (0, InboxState.QUEUED),
+        (1, InboxState.DONE),
+        (1, InboxState.QUEUED),
+        (2, InboxState.RUNNING),
+        (0, InboxState.QUEUED),
+        (3, InboxState.DONE),
+        (4, InboxState.INTERRUPTED),
+        (4, InboxState.FAILED),
+    ]
+    for n, (thread, state) in enumerate(plan):
+        await store.set_inbox_state(await _accept(store, f"ev-{n}", keys[thread], n), state)
+    assert await store.unleased_threads(10) == keys[:3], "oldest first, each once, only queued or running work"
+    assert await store.unleased_threads(2) == keys[:2]
+
+    assert await store.take_lease(keys[0], "a", 30)
+    assert await store.take_lease(keys[1], "a", 0.2)
+    assert await store.take_lease(keys[3], "a", 0.2)
+    await asyncio.sleep(0.5)
+    assert await store.unleased_threads(10) == [keys[1], keys[2]], "a live lease hides its thread, a lapsed one not"
+    assert await store.unleased_threads(1) == [keys[1]]
+    await store.clear_leases()
+    assert await store.unleased_threads(10) == keys[:3]
+
+
+async def test_concurrent_lease_takers_have_one_winner(backend: Backend) -> None:
+    store = await backend.open()
+    won = await backend.race(10, lambda other, i: other.take_lease(SLACK, f"owner-{i}", 30))
+    assert sum(won) == 1, f"{sum(won)} owners hold one thread"
+    winner = won.index(True)
+    assert await store.renew_leases(f"owner-{winner}", 30) == [SLACK]
+    assert not await store.take_lease(SLACK, f"owner-{(winner + 1) % 10}", 30)
+
+
+async def test_concurrent_accepts_of_one_delivery_make_one_entry(backend: Backend) -> None:
+    store = await backend.open()
+    ids = await backend.race(
+        10, lambda other, i: other.accept(["ev:shared", f"ev:own-{i}"], SLACK, message=f"m{i}", address="{}")
+    )
+    accepted = [i for i in ids if i is not None]
+    assert len(accepted) == 1, f"one delivery was accepted {len(accepted)} times"
+    winner = ids.index(accepted[0])
+    entry = await store.next_entry(SLACK)
+    assert entry is not None and (entry.id, entry.message) == (accepted[0], f"m{winner}")
+    await store.set_inbox_state(entry.id, InboxState.DONE)
+    assert await store.next_entry(SLACK) is None, "a refused accept wrote an entry"
+    for i in range(10):
+        assert await store.claim_events([f"ev:own-{i}"]) == (i != winner), "a refused accept recorded a key"
+
+
 async def test_newer_schema_is_refused(backend: Backend) -> None:
     await (await backend.open()).close()
     await backend.set_schema_version(SCHEMA_VERSION + 1)
@@ -329,6 +585,28 @@ async def test_a_previous_release_database_migrates_without_losing_a_row(backend
     assert await store.latest_thread_id("slack") == "1.0"
     await store.set_thread_pref(SLACK, "voice", "on")  # v2's tables are there
     assert await store.thread_pref(SLACK, "voice") == "on"
+
+
+async def test_a_v3_database_migrates_to_v4_keeping_its_rows(backend: Backend) -> None:
+    await backend.create_at(3, V1_ROWS + V3_ROWS)
+    store = await backend.open()
+    assert await store.schema_version() == SCHEMA_VERSION == 4
+    record = await store.thread(SLACK)
+    assert record is not None and (record.conversation_id, record.owned) == ("conv_old", True)
+    assert not await store.claim_events(["slack:event:Ev0"])
+    assert await store.file_id(SLACK, "ab" * 32) == "file-0"
+    assert await store.usage_rows() == [UsageRow("slack", "U1", "C1", "1.0", "m1", 10, 20)]
+    assert await store.channel_models() == [("slack", "C1", "gpt-old")]
+    assert await store.thread_pref(SLACK, "voice") == "on"
+    assert await store.last_thread_image(SLACK) == StoredImage(b"\x89PNG-old", "image/png", "user", 3.0)
+    assert [(f.key, f.turn, f.user, f.value, f.at) for f in await store.recent_feedback(10)] == [
+        (str(SLACK), "m1", "U1", "good", 4.0)
+    ]
+    entry_id = await store.accept(["slack:event:Ev0"], SLACK, message="{}", address="{}")
+    assert entry_id is None, "v4's inbox dedupes against events seen before the upgrade"
+    await _accept(store, "slack:event:Ev9", SLACK)
+    assert await store.take_lease(SLACK, "a", 30)
+    assert await store.unleased_threads(10) == []
 
 
 async def test_open_store_picks_the_backend_from_the_location(backend: Backend) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from bot.store.contract import (
     SCHEMA_VERSION,
     FeedbackRow,
+    InboxEntry,
+    InboxState,
     SchemaTooNew,
     Store,
     StoredImage,
@@ -24,6 +26,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "DatabaseLocation",
     "FeedbackRow",
+    "InboxEntry",
+    "InboxState",
     "SchemaTooNew",
     "Store",
     "StoreUnavailable",

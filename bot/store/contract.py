@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -10,7 +11,7 @@ from bot.errors import UserFacingError
 from bot.types import ThreadKey
 
 # Both backends migrate forward to this version; a database with a newer version is refused.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class SchemaTooNew(RuntimeError):
@@ -63,12 +64,40 @@ class FeedbackRow:
     at: float
 
 
+class InboxState(enum.StrEnum):
+    QUEUED = "queued"  # accepted, waiting for its thread's lease holder
+    RUNNING = "running"  # its turn is running (an entry left running under a lapsed lease was interrupted)
+    DONE = "done"  # answered (or the answer ended in an error reply: the user was told)
+    FAILED = "failed"  # could not be answered at all
+    INTERRUPTED = "interrupted"  # the process answering it died; the thread was told; ``retry`` queues it again
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    """One accepted message in the durable inbox. ``message`` and ``address`` are JSON written by the core
+    (``bot.inbox_codec``); ``posted`` names a message an attempt already posted (a Slack stream's ts)."""
+
+    id: int
+    key: ThreadKey
+    state: InboxState
+    message: str
+    address: str
+    posted: str | None
+    accepted_at: float
+
+
 class Store(Protocol):
     """Everything a turn reads or writes between turns. Every call is a short, single-purpose transaction.
 
     Thread-scoped data (conversation, files, preferences, images) is keyed by the whole ``ThreadKey``, so one
     thread's files can never be found from another.
     """
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may use this database at once (PostgreSQL). SQLite is one process's: its leases
+        are dropped at start-up, since whoever held them is gone."""
+        ...
 
     @property
     def location(self) -> str:
@@ -110,6 +139,53 @@ class Store(Protocol):
         ...
 
     async def prune_events(self, retention_secs: float) -> int: ...
+
+    # --- durable inbox ---------------------------------------------------------------------------------------
+    async def accept(self, dedupe_keys: Iterable[str], key: ThreadKey, *, message: str, address: str) -> int | None:
+        """In one transaction: claim the dedupe keys, write the message as queued, mark the thread owned. Returns
+        the entry id (ids grow in arrival order), or None, writing nothing, when any key was seen before."""
+        ...
+
+    async def next_entry(self, key: ThreadKey) -> InboxEntry | None:
+        """The thread's oldest entry that is queued or running (a running one, to a new lease holder, was
+        interrupted)."""
+        ...
+
+    async def inbox_entry(self, entry_id: int) -> InboxEntry | None: ...
+
+    async def set_inbox_state(self, entry_id: int, state: InboxState) -> None: ...
+
+    async def note_posted(self, entry_id: int, posted: str) -> None:
+        """Remember the message an attempt posted first, before it streams into it."""
+        ...
+
+    async def last_interrupted(self, key: ThreadKey) -> InboxEntry | None:
+        """The thread's newest interrupted entry (``retry`` queues it again)."""
+        ...
+
+    async def prune_inbox(self, retention_secs: float) -> int:
+        """Delete done and failed entries older than this."""
+        ...
+
+    # --- per-thread leases -------------------------------------------------------------------------------------
+    async def take_lease(self, key: ThreadKey, owner: str, ttl_secs: float) -> bool:
+        """Hold the thread for ``owner`` until now + ttl: True when it was free, lapsed, or already ``owner``'s.
+        Decided in the database (its clock, for PostgreSQL), so two replicas never both win."""
+        ...
+
+    async def renew_leases(self, owner: str, ttl_secs: float) -> list[ThreadKey]:
+        """The heartbeat: extend every live lease of ``owner``; returns the threads it still holds."""
+        ...
+
+    async def release_lease(self, key: ThreadKey, owner: str) -> None: ...
+
+    async def unleased_threads(self, limit: int) -> list[ThreadKey]:
+        """Threads with queued or running entries and no live lease (their holder died, or nobody took them)."""
+        ...
+
+    async def clear_leases(self) -> None:
+        """Drop every lease (a single-process database at start-up)."""
+        ...
 
     # --- files -----------------------------------------------------------------------------------------------
     async def file_id(self, key: ThreadKey, sha256: str) -> str | None: ...

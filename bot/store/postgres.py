@@ -27,6 +27,8 @@ from psycopg_pool import AsyncConnectionPool
 from bot.store.contract import (
     SCHEMA_VERSION,
     FeedbackRow,
+    InboxEntry,
+    InboxState,
     StoredImage,
     StoreUnavailable,
     ThreadRecord,
@@ -90,7 +92,18 @@ _V3: Final = (
         PRIMARY KEY (thread_key, turn, "user"))""",
     "CREATE INDEX feedback_at ON feedback (at)",
 )
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3)
+# The durable inbox and per-thread leases. A lease's expiry is the server's time (timestamptz): replicas' clocks
+# may disagree, the database's is the one they share.
+_V4: Final = (
+    """CREATE TABLE inbox (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, thread_key text NOT NULL, state text NOT NULL,
+        message text NOT NULL, address text NOT NULL, posted text,
+        accepted_at double precision NOT NULL, updated_at double precision NOT NULL)""",
+    "CREATE INDEX inbox_thread_state ON inbox (thread_key, state, id)",  # next_entry
+    "CREATE INDEX inbox_state ON inbox (state, updated_at)",  # unleased_threads, prune_inbox
+    "CREATE TABLE leases (thread_key text PRIMARY KEY, owner text NOT NULL, expires_at timestamptz NOT NULL)",
+)
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4)
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 _VERSION_TABLE: Final = """CREATE TABLE IF NOT EXISTS schema_version (
@@ -218,6 +231,10 @@ class PostgresStore:
             await pool.close()
             raise StoreUnavailable(f"cannot connect to the database {location.safe}: {reason(exc, password)}") from None
         return cls(pool, location, clock=clock, pool_size=pool_size)
+
+    @property
+    def shared(self) -> bool:
+        return True
 
     @property
     def location(self) -> str:
@@ -428,6 +445,126 @@ class PostgresStore:
     async def prune_events(self, retention_secs: float) -> int:
         return await self._run("DELETE FROM events WHERE seen_at < %s", (self._clock() - retention_secs,))
 
+    # --- durable inbox ---------------------------------------------------------------------------------------
+    async def accept(self, dedupe_keys: Iterable[str], key: ThreadKey, *, message: str, address: str) -> int | None:
+        """One statement: ``threadline_claim_events`` (all keys or none), then the entry and the thread's
+        ownership only if it claimed them. Ordered by thread, so a batch keeps one thread's messages in arrival
+        order (the sort is stable) and takes the thread rows' locks in the global order."""
+        wanted = sorted(unique(dedupe_keys))
+        now = self._clock()
+        row = await self._one(
+            """WITH claim AS MATERIALIZED (SELECT threadline_claim_events(%s::text[], %s) AS ok),
+               entry AS (
+                   INSERT INTO inbox (thread_key, state, message, address, accepted_at, updated_at)
+                   SELECT %s, %s, %s, %s, %s, %s FROM claim WHERE ok RETURNING id),
+               owned AS (
+                   INSERT INTO threads (key, platform, channel, created_at, last_used_at, owned)
+                   SELECT %s, %s, %s, %s, %s, true FROM entry ON CONFLICT (key) DO UPDATE SET owned = true)
+               SELECT id FROM entry""",
+            (
+                wanted,
+                now,
+                str(key),
+                InboxState.QUEUED.value,
+                message,
+                address,
+                now,
+                now,
+                str(key),
+                key.platform,
+                key.channel,
+                now,
+                now,
+            ),
+            order=f"threads:{key}",
+        )
+        return int(row[0]) if row else None
+
+    async def next_entry(self, key: ThreadKey) -> InboxEntry | None:
+        row = await self._one(
+            f"{_ENTRY} WHERE thread_key = %s AND state IN (%s, %s) ORDER BY id LIMIT 1",
+            (str(key), InboxState.QUEUED.value, InboxState.RUNNING.value),
+        )
+        return _entry(row) if row else None
+
+    async def inbox_entry(self, entry_id: int) -> InboxEntry | None:
+        row = await self._one(f"{_ENTRY} WHERE id = %s", (entry_id,))
+        return _entry(row) if row else None
+
+    async def set_inbox_state(self, entry_id: int, state: InboxState) -> None:
+        await self._run(
+            "UPDATE inbox SET state = %s, updated_at = %s WHERE id = %s",
+            (state.value, self._clock(), entry_id),
+            order=f"inbox:{entry_id}",
+        )
+
+    async def note_posted(self, entry_id: int, posted: str) -> None:
+        await self._run(
+            "UPDATE inbox SET posted = %s, updated_at = %s WHERE id = %s",
+            (posted, self._clock(), entry_id),
+            order=f"inbox:{entry_id}",
+        )
+
+    async def last_interrupted(self, key: ThreadKey) -> InboxEntry | None:
+        row = await self._one(
+            f"{_ENTRY} WHERE thread_key = %s AND state = %s ORDER BY id DESC LIMIT 1",
+            (str(key), InboxState.INTERRUPTED.value),
+        )
+        return _entry(row) if row else None
+
+    async def prune_inbox(self, retention_secs: float) -> int:
+        return await self._run(
+            "DELETE FROM inbox WHERE state IN (%s, %s) AND updated_at < %s",
+            (InboxState.DONE.value, InboxState.FAILED.value, self._clock() - retention_secs),
+        )
+
+    # --- per-thread leases -------------------------------------------------------------------------------------
+    # clock_timestamp(), not now(): a batch is one transaction, and now() is when it began.
+    async def take_lease(self, key: ThreadKey, owner: str, ttl_secs: float) -> bool:
+        """One upsert: a live lease of another owner is left alone (the conflicting row is locked first, so
+        of two concurrent takers the second sees the first's lease and gets no row back)."""
+        row = await self._one(
+            """INSERT INTO leases (thread_key, owner, expires_at)
+               VALUES (%s, %s, clock_timestamp() + make_interval(secs => %s))
+               ON CONFLICT (thread_key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+               WHERE leases.expires_at < clock_timestamp() OR leases.owner = excluded.owner
+               RETURNING true""",
+            (str(key), owner, float(ttl_secs)),
+            order=f"leases:{key}",
+        )
+        return row is not None
+
+    async def renew_leases(self, owner: str, ttl_secs: float) -> list[ThreadKey]:
+        # Locked in key order (byte order, like the batches'), so a renewal and a batch of takes cannot deadlock.
+        rows = await self._all(
+            """WITH held AS (
+                   SELECT thread_key FROM leases WHERE owner = %s AND expires_at >= clock_timestamp()
+                   ORDER BY thread_key COLLATE "C" FOR UPDATE)
+               UPDATE leases SET expires_at = clock_timestamp() + make_interval(secs => %s)
+               FROM held WHERE leases.thread_key = held.thread_key AND leases.owner = %s
+               RETURNING leases.thread_key""",
+            (owner, float(ttl_secs), owner),
+        )
+        return sorted((ThreadKey.parse(row[0]) for row in rows), key=str)
+
+    async def release_lease(self, key: ThreadKey, owner: str) -> None:
+        await self._run(
+            "DELETE FROM leases WHERE thread_key = %s AND owner = %s", (str(key), owner), order=f"leases:{key}"
+        )
+
+    async def unleased_threads(self, limit: int) -> list[ThreadKey]:
+        rows = await self._all(
+            """SELECT thread_key FROM inbox WHERE state IN (%s, %s) AND NOT EXISTS (
+                   SELECT 1 FROM leases
+                   WHERE leases.thread_key = inbox.thread_key AND leases.expires_at >= clock_timestamp())
+               GROUP BY thread_key ORDER BY min(id) LIMIT %s""",
+            (InboxState.QUEUED.value, InboxState.RUNNING.value, limit),
+        )
+        return [ThreadKey.parse(row[0]) for row in rows]
+
+    async def clear_leases(self) -> None:
+        await self._run("DELETE FROM leases")
+
     # --- files -----------------------------------------------------------------------------------------------
     async def file_id(self, key: ThreadKey, sha256: str) -> str | None:
         row = await self._one("SELECT file_id FROM files WHERE thread_key = %s AND sha256 = %s", (str(key), sha256))
@@ -544,6 +681,16 @@ class PostgresStore:
             "SELECT data, mime, source, created_at FROM thread_images WHERE thread_key = %s", (str(key),)
         )
         return StoredImage(bytes(row[0]), str(row[1]), str(row[2]), float(row[3])) if row else None
+
+
+_ENTRY: Final = "SELECT id, thread_key, state, message, address, posted, accepted_at FROM inbox"
+
+
+def _entry(row: tuple[Any, ...]) -> InboxEntry:
+    entry_id, key, state, message, address, posted, accepted_at = row
+    return InboxEntry(
+        int(entry_id), ThreadKey.parse(key), InboxState(state), message, address, posted, float(accepted_at)
+    )
 
 
 def _settle(call: _Call, value: Any) -> None:

@@ -11,12 +11,15 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 
 from bot.store.contract import (
     SCHEMA_VERSION,
     FeedbackRow,
+    InboxEntry,
+    InboxState,
     SchemaTooNew,
     StoredImage,
     StoreUnavailable,
@@ -81,7 +84,20 @@ def _v3(db: sqlite_utils.Database) -> None:
     db.table("feedback").create_index(["at"])
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3)
+def _v4(db: sqlite_utils.Database) -> None:
+    """The durable inbox (accepted messages and their state) and per-thread leases (who answers a thread)."""
+    db.execute(
+        """CREATE TABLE inbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, thread_key TEXT NOT NULL, state TEXT NOT NULL,
+            message TEXT NOT NULL, address TEXT NOT NULL, posted TEXT,
+            accepted_at REAL NOT NULL, updated_at REAL NOT NULL)"""
+    )
+    db.execute("CREATE INDEX inbox_thread_state ON inbox (thread_key, state, id)")  # next_entry
+    db.execute("CREATE INDEX inbox_state ON inbox (state, updated_at)")  # unleased_threads, prune_inbox
+    db.execute("CREATE TABLE leases (thread_key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL)")
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3, _v4)
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -107,6 +123,10 @@ class SqliteStore:
         except sqlite3.Error as exc:
             conn.close()
             raise StoreUnavailable(f"database {self.path} cannot be used ({exc})") from exc
+
+    @property
+    def shared(self) -> bool:
+        return False
 
     @property
     def location(self) -> str:
@@ -206,6 +226,97 @@ class SqliteStore:
     async def prune_events(self, retention_secs: float) -> int:
         cur = self.conn.execute("DELETE FROM events WHERE seen_at < ?", (self._clock() - retention_secs,))
         return cur.rowcount
+
+    # --- durable inbox ---------------------------------------------------------------------------------------
+    async def accept(self, dedupe_keys: Iterable[str], key: ThreadKey, *, message: str, address: str) -> int | None:
+        keys = unique(dedupe_keys)
+        now = self._clock()
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            marks = ",".join("?" * len(keys))
+            if keys and self.conn.execute(f"SELECT 1 FROM events WHERE key IN ({marks}) LIMIT 1", keys).fetchone():
+                return None
+            self.conn.executemany("INSERT INTO events (key, seen_at) VALUES (?, ?)", [(k, now) for k in keys])
+            cur = self.conn.execute(
+                """INSERT INTO inbox (thread_key, state, message, address, accepted_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?)""",
+                (str(key), InboxState.QUEUED.value, message, address, now, now),
+            )
+            self.conn.execute(
+                """INSERT INTO threads (key, platform, channel, created_at, last_used_at, owned)
+                   VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT(key) DO UPDATE SET owned = 1""",
+                (str(key), key.platform, key.channel, now, now),
+            )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    async def next_entry(self, key: ThreadKey) -> InboxEntry | None:
+        row = self.conn.execute(
+            f"{_ENTRY} WHERE thread_key = ? AND state IN (?, ?) ORDER BY id LIMIT 1",
+            (str(key), InboxState.QUEUED.value, InboxState.RUNNING.value),
+        ).fetchone()
+        return _entry(row) if row else None
+
+    async def inbox_entry(self, entry_id: int) -> InboxEntry | None:
+        row = self.conn.execute(f"{_ENTRY} WHERE id = ?", (entry_id,)).fetchone()
+        return _entry(row) if row else None
+
+    async def set_inbox_state(self, entry_id: int, state: InboxState) -> None:
+        self.conn.execute(
+            "UPDATE inbox SET state = ?, updated_at = ? WHERE id = ?", (state.value, self._clock(), entry_id)
+        )
+
+    async def note_posted(self, entry_id: int, posted: str) -> None:
+        self.conn.execute("UPDATE inbox SET posted = ?, updated_at = ? WHERE id = ?", (posted, self._clock(), entry_id))
+
+    async def last_interrupted(self, key: ThreadKey) -> InboxEntry | None:
+        row = self.conn.execute(
+            f"{_ENTRY} WHERE thread_key = ? AND state = ? ORDER BY id DESC LIMIT 1",
+            (str(key), InboxState.INTERRUPTED.value),
+        ).fetchone()
+        return _entry(row) if row else None
+
+    async def prune_inbox(self, retention_secs: float) -> int:
+        cur = self.conn.execute(
+            "DELETE FROM inbox WHERE state IN (?, ?) AND updated_at < ?",
+            (InboxState.DONE.value, InboxState.FAILED.value, self._clock() - retention_secs),
+        )
+        return cur.rowcount
+
+    # --- per-thread leases -------------------------------------------------------------------------------------
+    # Wall-clock time (not the injectable clock): a lease outlives the call that took it, like PostgreSQL's.
+    async def take_lease(self, key: ThreadKey, owner: str, ttl_secs: float) -> bool:
+        now = time.time()
+        cur = self.conn.execute(
+            """INSERT INTO leases (thread_key, owner, expires_at) VALUES (?, ?, ?)
+               ON CONFLICT(thread_key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+               WHERE leases.expires_at < ? OR leases.owner = excluded.owner""",
+            (str(key), owner, now + ttl_secs, now),
+        )
+        return cur.rowcount == 1
+
+    async def renew_leases(self, owner: str, ttl_secs: float) -> list[ThreadKey]:
+        now = time.time()
+        rows = self.conn.execute(
+            "UPDATE leases SET expires_at = ? WHERE owner = ? AND expires_at >= ? RETURNING thread_key",
+            (now + ttl_secs, owner, now),
+        ).fetchall()
+        return sorted((ThreadKey.parse(row[0]) for row in rows), key=str)
+
+    async def release_lease(self, key: ThreadKey, owner: str) -> None:
+        self.conn.execute("DELETE FROM leases WHERE thread_key = ? AND owner = ?", (str(key), owner))
+
+    async def unleased_threads(self, limit: int) -> list[ThreadKey]:
+        rows = self.conn.execute(
+            """SELECT thread_key FROM inbox WHERE state IN (?, ?) AND NOT EXISTS (
+                   SELECT 1 FROM leases WHERE leases.thread_key = inbox.thread_key AND leases.expires_at >= ?)
+               GROUP BY thread_key ORDER BY MIN(id) LIMIT ?""",
+            (InboxState.QUEUED.value, InboxState.RUNNING.value, time.time(), limit),
+        ).fetchall()
+        return [ThreadKey.parse(row[0]) for row in rows]
+
+    async def clear_leases(self) -> None:
+        self.conn.execute("DELETE FROM leases")
 
     # --- files -----------------------------------------------------------------------------------------------
     async def file_id(self, key: ThreadKey, sha256: str) -> str | None:
@@ -309,3 +420,13 @@ class SqliteStore:
             "SELECT data, mime, source, created_at FROM thread_images WHERE thread_key = ?", (str(key),)
         ).fetchone()
         return StoredImage(bytes(row[0]), str(row[1]), str(row[2]), float(row[3])) if row else None
+
+
+_ENTRY = "SELECT id, thread_key, state, message, address, posted, accepted_at FROM inbox"
+
+
+def _entry(row: tuple[Any, ...]) -> InboxEntry:
+    entry_id, key, state, message, address, posted, accepted_at = row
+    return InboxEntry(
+        int(entry_id), ThreadKey.parse(key), InboxState(state), message, address, posted, float(accepted_at)
+    )
