@@ -2,8 +2,9 @@
 
 Each input line is a message in the current thread. ``/new`` starts a new thread, ``/attach PATH`` adds a file
 to the next message, ``/imagine PROMPT`` draws an image, ``/quit`` exits; a message starting with ``json:`` asks
-for a JSON answer; ``/reset``, ``/model``, ``/usage`` and
-``/help`` are the shared commands.
+for a JSON answer; ``/show work`` (or ``show work``) prints the code behind the latest answer; ``/reset``,
+``/model``, ``/usage``, ``/kb`` and
+``/help`` are the shared commands (``/kb add`` takes the files attached with ``/attach``).
 With stdin not a terminal, it answers each line in order and exits 0 at end of input. The current thread is the
 console thread used last, so a restart with the same database continues the same conversation.
 """
@@ -181,6 +182,10 @@ class ConsoleAdapter:
             self.out.write("(new thread started)\n")
         elif name == "imagine":
             await self._turn(arg.strip(), kind=TurnKind.IMAGINE)
+        elif name == "show":
+            await self._turn(text[1:], kind=TurnKind.SHOW_WORK)  # /show work: the code behind the latest answer
+        elif name == "kb" and arg.strip().lower().startswith("add"):
+            await self._turn(text[1:])  # a message, so it carries the files attached with /attach
         elif name == "attach":
             try:
                 self._pending.append(await asyncio.to_thread(file_attachment, arg.strip()))

@@ -8,11 +8,13 @@ import logging
 import sys
 from collections.abc import Callable, Mapping
 from datetime import date
+from pathlib import Path
 from typing import Any, Literal
 
 import openai
 
 from bot.errors import StartupError
+from bot.fonts import font_path
 from bot.model_calendar import Finding, calendar_findings, model_calendar
 from bot.openai_errors import api_error_message
 from bot.runtime import open_runtime
@@ -88,6 +90,21 @@ async def check_database(settings: Settings) -> list[Result]:
     return [("ok", f"database {location.safe} ({location.scheme}) is reachable and writable (schema v{version})")]
 
 
+def check_cjk_font(settings: Settings, path: Path | Literal["find"] | None = "find") -> Result:
+    """The CJK font uploaded into code-interpreter containers: a warning when it is missing (charts then draw
+    Chinese, Japanese and Korean labels as boxes)."""
+    found = font_path() if path == "find" else path
+    if found is not None:
+        return ("ok", f"CJK chart font: {found.name} ({found.stat().st_size / 1048576:.0f} MB)")
+    if "code_interpreter" not in settings.tools:
+        return ("ok", "CJK chart font: not needed (the code interpreter is off)")
+    return (
+        "warn",
+        "no CJK chart font found (install the noto-cjk-sans-otc package): "
+        "charts with Chinese, Japanese or Korean labels will show boxes",
+    )
+
+
 async def run_doctor(settings: Settings, sections: Mapping[str, Any], load_adapter: Callable[[str], Any]) -> int:
     results = await check_database(settings)
     if results[0][0] == "fail":
@@ -97,6 +114,7 @@ async def run_doctor(settings: Settings, sections: Mapping[str, Any], load_adapt
         async with open_runtime(settings) as runtime:
             results += await check_openai(settings, runtime.openai, runtime.store)
             results.append(("ok", runtime.engine.tools.describe()))
+            results.append(check_cjk_font(settings))
             configured = [n for n in ("slack", "discord") if getattr(sections.get(n), "configured", False)]
             results.append(("ok", f"adapters configured: {', '.join(configured) or 'none (console only)'}"))
             for name in configured:

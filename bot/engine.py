@@ -9,10 +9,11 @@ the new message, so request size stays flat as a thread grows. The tools a turn 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -22,6 +23,7 @@ from openai import AsyncOpenAI
 
 from bot.answer_format import JSON, JSON_INSTRUCTION, json_text_format
 from bot.attachments_in import AttachmentReader, TurnInput
+from bot.containers import Containers, ThreadContainer, container_instructions, gone_error, output_file
 from bot.errors import UserFacingError
 from bot.imaging import (
     QUALITIES,
@@ -32,16 +34,19 @@ from bot.imaging import (
     asks_for_change_of_thread_image,
     check_mask,
 )
+from bot.knowledge import KnowledgeBase, parse_kb
 from bot.media import normalize_image
 from bot.openai_errors import api_error_message
 from bot.protocols import ReplyStream, is_stop_request
 from bot.render import TurnRender
+from bot.retrieval import Retrieval, TurnSearch
 from bot.settings import Settings
+from bot.show_work import answer_ref, show_work, wants_show_work
 from bot.speech import SpeechError, speaker_for
 from bot.sse import sse_events
-from bot.store import Store, StoredImage, UsageRow
-from bot.stream_events import Completed, Started, ToolCall, call_title, completed_from, decode
-from bot.tools.registry import ToolContext, ToolRegistry
+from bot.store import AnswerRecord, Store, StoredImage, StoreUnavailable, UsageRow, thread_scope
+from bot.stream_events import CodeRan, Completed, Started, ToolCall, call_title, completed_from, decode
+from bot.tools.registry import ToolContext, ToolRegistry, includes_for
 from bot.types import (
     AttachmentKind,
     IncomingMessage,
@@ -51,6 +56,7 @@ from bot.types import (
     ThreadKey,
     TurnKind,
 )
+from bot.upload_routing import asks_for_analysis
 from bot.voice_mode import speakable, voice_mode
 
 log = logging.getLogger("threadline.engine")
@@ -85,14 +91,23 @@ class _Unanswered:
 @dataclass(slots=True)
 class _TurnState:
     """What a turn that ends early needs: the open response (to read its usage back) and calls left unanswered
-    (the conversation would refuse the next message until each has an output)."""
+    (the conversation would refuse the next message until each has an output). Also the thread's container, the
+    containers code ran in, and each finished response with whether it ran code (kept for ``show work``)."""
 
     response_id: str | None = None
     unanswered: _Unanswered | None = None
+    container: ThreadContainer | None = None
+    ran_in: set[str] = field(default_factory=set)
+    code_now: bool = False
+    responses: list[tuple[str, bool]] = field(default_factory=list)
 
 
 class _ConversationGone(Exception):
     """The server no longer knows the stored conversation id."""
+
+
+class _ContainerGone(Exception):
+    """A response refused the thread's container (expired or deleted)."""
 
 
 class ConversationsEngine:
@@ -103,6 +118,11 @@ class ConversationsEngine:
         self.tools = ToolRegistry.from_settings(settings, http)
         self.json_format = json_text_format(settings.json_schema_file)
         self.attachments = AttachmentReader(settings=settings, store=store, client=client)
+        self.retrieval = Retrieval(settings=settings, store=store, client=client)
+        self.containers = Containers(settings=settings, store=store, client=client)
+        self.knowledge = KnowledgeBase(
+            settings=settings, store=store, retrieval=self.retrieval, reader=self.attachments
+        )
         self.speaker = speaker_for(
             client, model=settings.tts_model, voice=settings.tts_voice, timeout_secs=settings.speech_timeout_secs
         )
@@ -112,6 +132,8 @@ class ConversationsEngine:
 
     async def forget(self, key: ThreadKey) -> None:
         await self.store.forget_conversation(key)
+        await self.retrieval.forget(thread_scope(key))
+        await self.containers.forget(key)
 
     async def model_for(self, platform: str, channel: str) -> str:
         return await self.store.channel_model(platform, channel) or self.settings.model
@@ -125,6 +147,15 @@ class ConversationsEngine:
         try:
             if imagine:
                 await self._imagine(message, model, render)
+            elif wants_show_work(message):
+                await render.settle()
+                shown = await show_work(self.client, self.store, message.key, message.target)
+                await render.append(shown.text)
+                for part in shown.files:
+                    await render.attach(part)
+            elif (kb := parse_kb(message.text)) is not None:
+                await render.settle()
+                await render.append(await self._guard(self.knowledge.run(kb, message, render), model))
             elif (request := await self._edit_request(message, render)) is not None:
                 await self._edit(message, model, render, request)
             else:
@@ -132,6 +163,7 @@ class ConversationsEngine:
             await render.close_fence()
             await render.ensure_started()
             await reply.finish()
+            await self._keep_answers(message.key, reply, state)
         except asyncio.CancelledError as exc:
             await render.abandon(stopped=True)
             if not is_stop_request(exc):
@@ -171,6 +203,9 @@ class ConversationsEngine:
         if message.attachments:
             await render.settle()  # the attachments' own statuses come after "thinking…"
         turn = await self._guard(self.attachments.build(message, reply), model)
+        search = await self._guard(self.retrieval.for_turn(message.key, turn.retrieval_files, render), model)
+        await self._searching(turn, search, render)
+        state.container = await self._guard(self._thread_container(message, turn, render), model)
         conversation = await self._conversation(message, model)
         try:
             await self._respond(conversation, model, turn, message, render, state)
@@ -185,6 +220,35 @@ class ConversationsEngine:
                 raise UserFacingError("OpenAI lost this conversation twice in a row. Please try again.") from exc
         await self._speak_if_wanted(message, turn, render)
         await self.store.set_thread_pref(message.key, LAST_TURN, "image" if turn.had_image else "chat")
+
+    async def _thread_container(
+        self, message: IncomingMessage, turn: TurnInput, render: TurnRender
+    ) -> ThreadContainer | None:
+        """The thread's container when the code interpreter is offered: made on first need (files for it, or a
+        message asking for analysis), else the one the thread has; None leaves the interpreter an "auto" one."""
+        if "code_interpreter" not in self.tools.hosted:
+            return None
+        await self.containers.add_files(message.key, turn.interpreter_files)
+        need = bool(turn.interpreter_files) or asks_for_analysis(message.text)
+        container = await self.containers.for_turn(message.key, render.set_status, create=need)
+        if container is not None and container.missing:
+            names = ", ".join(container.missing)
+            await render.append(f"_(OpenAI no longer has {names}; send it again if I should use it.)_\n\n")
+        return container
+
+    @staticmethod
+    async def _searching(turn: TurnInput, search: TurnSearch, render: TurnRender) -> None:
+        """The turn searches its stores; the model hears which documents came with this message (and which could
+        not be indexed), the user hears about problems."""
+        turn.vector_store_ids = list(search.vector_store_ids)
+        indexed = search.indexed
+        if indexed.searchable:
+            names = ", ".join(indexed.searchable)
+            note = f"[Documents attached, searchable with file search: {names}]"
+            turn.content.append({"type": "input_text", "text": note})
+        if notes := indexed.notes():
+            turn.content.append({"type": "input_text", "text": "[" + " ".join(notes) + "]"})
+            await render.append("".join(f"_({note})_\n" for note in notes) + "\n")
 
     async def _guard(self, call: Any, model: str) -> Any:
         try:
@@ -295,22 +359,41 @@ class ConversationsEngine:
     ) -> None:
         """The turn loop: when a response ends with function calls, run them and answer with their outputs in a
         new response on the same conversation, until the model answers or ``THREADLINE_TOOL_ROUNDS`` is reached."""
-        context = ToolContext(code_file_ids=turn.code_file_ids)
-        request: dict[str, Any] = {
-            "model": model,
-            "conversation": conversation,
-            "instructions": self.settings.instructions,
-            "stream": True,
-        }
-        if tools := self.tools.tools_for(context):
-            request["tools"] = tools
-        if message.answer_format == JSON:
-            request["instructions"] = f"{self.settings.instructions}\n\n{JSON_INSTRUCTION}"
-            request["text"] = {"format": self.json_format}
+        context = ToolContext(code_file_ids=turn.code_file_ids, vector_store_ids=turn.vector_store_ids)
+        request: dict[str, Any] = {"model": model, "conversation": conversation, "stream": True}
+
+        def prepare() -> None:
+            """The request's tools and instructions for the thread's container as it is now."""
+            nonlocal context
+            container = state.container
+            context = dataclasses.replace(context, container_id=container.id if container else None)
+            instructions = self.settings.instructions
+            if container is not None:
+                instructions = f"{instructions}\n\n{container_instructions(container)}"
+            request["instructions"] = instructions
+            if tools := self.tools.tools_for(context):
+                request["tools"] = tools
+                if include := includes_for(tools):
+                    request["include"] = include
+            if message.answer_format == JSON:
+                request["instructions"] = f"{instructions}\n\n{JSON_INSTRUCTION}"
+                request["text"] = {"format": self.json_format}
+
+        prepare()
         items: list[dict[str, Any]] = [{"role": "user", "content": turn.content}]
         rounds = 0
+        renewed = False
         while True:
-            calls, completed = await self._round({**request, "input": items}, message, model, render, state)
+            try:
+                calls, completed = await self._round({**request, "input": items}, message, model, render, state)
+            except _ContainerGone as exc:
+                if renewed or state.container is None:
+                    raise UserFacingError("The code interpreter is unavailable right now. Please try again.") from exc
+                renewed = True
+                stale = state.container.id
+                state.container = await self._guard(self.containers.renew(message.key, stale, render.set_status), model)
+                prepare()
+                continue
             if not calls:
                 break
             pending = state.unanswered = _Unanswered(conversation, calls)
@@ -330,10 +413,9 @@ class ConversationsEngine:
                 for call, output in zip(calls, pending.outputs, strict=True)
             ]
             await render.new_round()
+        await render.cite_sources()
         await self.store.touch(message.key)
-        for citation in render.citations:
-            if citation.kind == "container_file_citation":
-                await self._attach_container_file(render, citation.container_id, citation.file_id, citation.filename)
+        await self._deliver_outputs(render, state)
 
     async def _round(
         self,
@@ -357,6 +439,9 @@ class ConversationsEngine:
                     for neutral in decode(event):
                         if isinstance(neutral, Started):
                             state.response_id = neutral.response_id
+                        elif isinstance(neutral, CodeRan):
+                            state.code_now = True
+                            state.ran_in.add(neutral.container_id)
                         elif isinstance(neutral, ToolCall):
                             calls.append(neutral)
                         elif isinstance(neutral, Completed):
@@ -366,8 +451,10 @@ class ConversationsEngine:
                             await render.apply(neutral)
             finally:
                 await raw.aclose()
-        except openai.NotFoundError as exc:
-            if "conversation" in str(exc).lower():
+        except (openai.NotFoundError, openai.BadRequestError) as exc:
+            if state.container is not None and gone_error(exc):
+                raise _ContainerGone(state.container.id) from exc
+            if isinstance(exc, openai.NotFoundError) and "conversation" in str(exc).lower():
                 raise _ConversationGone(request["conversation"]) from exc
             raise UserFacingError(api_error_message(exc, model=model)) from exc
         except openai.OpenAIError as exc:
@@ -391,6 +478,9 @@ class ConversationsEngine:
         it carried are now stored on the server."""
         state.response_id = None
         state.unanswered = None
+        if completed.response_id:
+            state.responses.append((completed.response_id, state.code_now))
+        state.code_now = False
         await self._record_usage(completed, message, model)
         reason = completed.incomplete_reason
         if reason == "max_output_tokens":
@@ -436,22 +526,51 @@ class ConversationsEngine:
             )
         )
 
+    async def _deliver_outputs(self, render: TurnRender, state: _TurnState) -> None:
+        """Post the files the code made: those its answer cites, then (citations are sometimes missing) new files
+        in the thread's container. Only the thread's own container is read (without one, the "auto" containers this
+        turn's code ran in): a citation naming any other container, another thread's, is ignored."""
+        container = state.container
+        allowed = {container.id} if container is not None else state.ran_in
+        posted: set[str] = set()
+        for citation in render.citations:
+            if citation.kind != "container_file_citation" or citation.file_id in posted:
+                continue
+            if citation.container_id not in allowed:
+                log.warning("ignored a citation of %s in a container this turn did not use", citation.file_id)
+                continue
+            posted.add(citation.file_id)
+            await self._attach_container_file(render, citation.container_id, citation.file_id, citation.filename)
+            if container is not None and citation.container_id == container.id:
+                await self.containers.posted(container.id, citation.file_id, citation.filename)
+        if container is None or container.id not in state.ran_in:
+            return
+        for file_id, path in await self.containers.new_outputs(container, posted):
+            await self._attach_container_file(render, container.id, file_id, path)
+            await self.containers.posted(container.id, file_id, path)
+
     async def _attach_container_file(self, render: TurnRender, container_id: str, file_id: str, filename: str) -> None:
         try:
-            content = await self.client.containers.files.content.retrieve(file_id, container_id=container_id)
-            data = await content.aread()
+            data = await self.containers.fetch(container_id, file_id)
         except openai.OpenAIError as exc:
             log.warning("could not fetch container file %s: %s", file_id, type(exc).__name__)
-            await render.append(f"\n\n_(I made {filename} but could not fetch it.)_")
+            await render.append(f"\n\n_(I made {filename.rsplit('/', 1)[-1]} but could not fetch it.)_")
             return
-        is_image = filename.lower().endswith((".png", ".jpg", ".jpeg", ".gif", ".webp"))
-        kind = PartKind.IMAGE if is_image else PartKind.FILE
-        mime = (
-            f"image/{filename.rsplit('.', 1)[-1].lower().replace('jpg', 'jpeg')}"
-            if is_image
-            else "application/octet-stream"
-        )
-        await render.attach(OutgoingFile(kind, filename, mime, data, title=filename))
+        await render.attach(output_file(filename, data))
+
+    async def _keep_answers(self, key: ThreadKey, reply: ReplyStream, state: _TurnState) -> None:
+        """Remember the answer's responses (those that ran code, and any the platform showed in a message a
+        reaction can name), for ``show work``."""
+        ref = answer_ref(reply)
+        if not state.responses or not (ref or any(code for _, code in state.responses)):
+            return
+        ref = ref or f"turn:{state.responses[0][0]}"
+        now = time.time()
+        try:
+            for response_id, code in state.responses:
+                await self.store.save_answer(AnswerRecord(key, response_id, ref, code, now))
+        except StoreUnavailable as exc:  # the answer is out; only show work will miss it
+            log.warning("could not keep the answer's responses in %s: %s", key, exc)
 
     async def _speak_if_wanted(self, message: IncomingMessage, turn: TurnInput, render: TurnRender) -> None:
         mode = await voice_mode(self.store, message.key, self.settings.voice_replies)

@@ -6,9 +6,11 @@ Backend-neutral: whatever produced the events (the Responses API today), the rep
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from bot.protocols import ReplyStream
-from bot.stream_events import Citation, FileOut, Status, Step, StreamEvent, TextDelta
+from bot.sources import Sources
+from bot.stream_events import Citation, FileOut, SearchResult, Status, Step, StreamEvent, TextDelta
 from bot.types import OutgoingFile, TaskStep
 
 
@@ -20,6 +22,9 @@ class TurnRender:
 
     ``fence`` (e.g. ``"json"``) puts the model's text in a code block of that language; notes appended with
     ``append`` close the block first.
+
+    A cited document gets a numbered marker (``[1]``) where the citation's ``index`` falls in the model's text
+    (at once if the text is already past it), and ``cite_sources`` ends the answer with the numbered sources.
     """
 
     def __init__(self, reply: ReplyStream, first_status: str, *, fence: str | None = None) -> None:
@@ -31,6 +36,10 @@ class TurnRender:
         self._fence_open = False
         self._answered = False
         self._gap = False
+        self.sources = Sources()
+        self._chars = 0  # characters of the model's text in the current message: what a citation's index counts
+        self._marks: list[tuple[int, int]] = []  # (index, source number) waiting for the text to reach index
+        self._marked: set[tuple[int, int]] = set()  # (position, number) already marked: no "[1][1]"
         self._status: asyncio.Task[None] | None = asyncio.ensure_future(reply.set_status(first_status))
 
     async def settle(self) -> None:
@@ -60,6 +69,10 @@ class TurnRender:
                 await self.step(TaskStep(step_id, title, done))
             case FileOut(file=part):
                 await self.attach(part)
+            case SearchResult():
+                self.sources.found(event)
+            case Citation(kind="file_citation"):
+                await self._cite(event)
             case Citation() if event not in self.citations:
                 self.citations.append(event)
 
@@ -90,7 +103,44 @@ class TurnRender:
             self._fence_open = True
             await self._write(f"```{self.fence}\n")
         self._answered = True
+        while self._marks and self._marks[0][0] <= self._chars + len(delta):
+            index, number = self._marks.pop(0)
+            head = max(0, index - self._chars)
+            await self._write(delta[:head])
+            self._chars += head
+            delta = delta[head:]
+            await self._mark(number)
         await self._write(delta)
+        self._chars += len(delta)
+
+    async def _cite(self, citation: Citation) -> None:
+        number = self.sources.number(citation)
+        if self.fence:
+            return  # a marker would break the JSON; the sources block still names the document
+        index = citation.index if citation.index is not None else self._chars
+        if 0 < index <= self._chars:
+            await self._mark(number)
+        else:  # not reached yet; 0 (no place in the text) waits for the message's end
+            self._marks.append((index or sys.maxsize, number))
+            self._marks.sort()
+
+    async def _mark(self, number: int) -> None:
+        if (self._chars, number) not in self._marked:
+            self._marked.add((self._chars, number))
+            await self._write(f"[{number}]")
+
+    async def _flush_marks(self) -> None:
+        """Markers whose place the text never reached go at the end of the message."""
+        marks, self._marks = self._marks, []
+        for _index, number in marks:
+            if self._chars:
+                await self._mark(number)
+
+    async def cite_sources(self) -> None:
+        """End the answer with its numbered sources (nothing when no document was cited)."""
+        await self._flush_marks()
+        if block := self.sources.block():
+            await self.append(block)
 
     async def append(self, delta: str) -> None:
         """A note of threadline's own ("(stopped)", "cut short"…), outside any code block."""
@@ -104,8 +154,11 @@ class TurnRender:
 
     async def new_round(self) -> None:
         """The model answers again after tool calls: its text starts a new paragraph (and a new code block)."""
+        await self._flush_marks()
         await self.close_fence()
         self._gap = True
+        self._chars = 0
+        self._marked.clear()
 
     async def attach(self, part: OutgoingFile) -> None:
         await self.ensure_started()

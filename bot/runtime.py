@@ -59,7 +59,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         client = build_openai_client(settings, http)
         try:
             engine = ConversationsEngine(settings=settings, store=store, client=client, http=http)
-            commands = Commands(settings=settings, store=store, engine=engine)
+            commands = Commands(settings=settings, store=store, engine=engine, knowledge=engine.knowledge)
             turns = TurnHandler(settings=settings, engine=engine)
             gateway = Gateway(settings=settings, store=store, turns=turns, commands=commands, http=http)
             yield Runtime(settings, store, client, http, engine, turns, commands, gateway)

@@ -25,6 +25,7 @@ from pydantic_settings import (
 
 from bot.defaults import DEFAULT_REALTIME_MODEL, DEFAULT_VOICE
 from bot.store.location import DatabaseLocation, parse_database
+from bot.upload_routing import parse_routes
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -126,6 +127,14 @@ class Settings(SettingsBase):
     open_meteo_geocoding_url: str = "https://geocoding-api.open-meteo.com"
     # A JSON list of McpServer objects (label, url, authorization_env, header, allowed_tools, description).
     mcp_servers: Annotated[list[McpServer], NoDecode] = Field(default_factory=list)
+    # Retrieval: a thread's (and a channel knowledge base's) vector store expires this many days after its last
+    # use (it is rebuilt from the kept file ids when needed); indexing new documents waits at most this long.
+    vector_store_days: int = Field(default=7, ge=1, le=365)
+    indexing_timeout_secs: float = Field(default=120.0, gt=0)
+    # Where files go by extension, over the default table (bot/upload_routing.py): "ext=route,…" or a JSON object.
+    upload_routes: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # Memory of each thread's code-interpreter container (the values containers.create accepts).
+    container_memory: Literal["1g", "4g", "16g", "64g"] = "1g"
     # JSON answers ("json:" prefix, Discord's /ask json) follow this JSON schema (strict) instead of any object.
     json_schema_file: Path | None = None
     voice_replies: Literal["auto", "always", "never"] = "auto"
@@ -164,6 +173,11 @@ class Settings(SettingsBase):
         if isinstance(value, str):
             return json.loads(value) if value.strip() else []
         return value
+
+    @field_validator("upload_routes", mode="before")
+    @classmethod
+    def _upload_routes(cls, value: Any) -> Any:
+        return parse_routes(value)
 
     @field_validator("tools", "function_tools", "allowed_users", "allowed_channels", "allowed_roles", mode="before")
     @classmethod

@@ -54,7 +54,8 @@ class FileOut:
 @dataclass(frozen=True, slots=True)
 class Citation:
     """A source or output named in the answer: ``container_file_citation`` (a file the code made, fetched when the
-    answer is complete), ``file_citation`` or ``url_citation``."""
+    answer is complete), ``file_citation`` (a searched document; ``index`` is where in the answer's text it is
+    cited, ``quote`` what the search found in it) or ``url_citation``."""
 
     kind: str
     file_id: str = ""
@@ -62,6 +63,26 @@ class Citation:
     container_id: str = ""
     url: str = ""
     title: str = ""
+    index: int | None = None
+    quote: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """A passage a file search found (a ``file_search_call``'s results, when the request includes them): the
+    quote a later ``file_citation`` of the same file shows."""
+
+    file_id: str
+    filename: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CodeRan:
+    """The code interpreter ran in this response, in ``container_id`` (``show work`` reads the code back; files
+    the code left there are looked for when the answer is complete)."""
+
+    container_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +115,7 @@ class Completed:
     incomplete_reason: str | None = None
 
 
-StreamEvent = Started | TextDelta | Status | Step | FileOut | Citation | ToolCall | Completed
+StreamEvent = Started | TextDelta | Status | Step | FileOut | Citation | SearchResult | CodeRan | ToolCall | Completed
 
 # Tool work shown as steps (titles); reasoning is a plain status.
 STEP_BY_ITEM = {
@@ -182,6 +203,13 @@ def _item_done(item: Mapping[str, Any], index: Any) -> Iterator[StreamEvent]:
         return
     if title := step_title(item):
         yield Step(step_id, title, done=True)
+    if kind == "file_search_call":
+        for result in item.get("results") or []:
+            if isinstance(result, Mapping) and result.get("text"):
+                file_id, filename = str(result.get("file_id") or ""), str(result.get("filename") or "")
+                yield SearchResult(file_id, filename, str(result["text"]))
+    if kind == "code_interpreter_call":
+        yield CodeRan(str(item.get("container_id") or ""))
     if kind == "image_generation_call" and item.get("result"):
         fmt = item.get("output_format") or "png"
         data = base64.b64decode(item["result"])
@@ -198,8 +226,12 @@ def _citation(annotation: Mapping[str, Any]) -> Citation | None:
             container_id=str(annotation.get("container_id") or ""),
         )
     if kind == "file_citation":
+        index = annotation.get("index")
         return Citation(
-            kind, file_id=str(annotation.get("file_id") or ""), filename=str(annotation.get("filename") or "")
+            kind,
+            file_id=str(annotation.get("file_id") or ""),
+            filename=str(annotation.get("filename") or ""),
+            index=index if isinstance(index, int) else None,
         )
     if kind == "url_citation":
         return Citation(kind, url=str(annotation.get("url") or ""), title=str(annotation.get("title") or ""))

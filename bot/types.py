@@ -67,6 +67,7 @@ class Attachment:
 class TurnKind(enum.StrEnum):
     CHAT = "chat"  # a message to answer (images attached with a change request become edits)
     IMAGINE = "imagine"  # /imagine: the text is an image prompt
+    SHOW_WORK = "show_work"  # show the code the interpreter ran for an answer (``target``), or the latest one
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,7 @@ class IncomingMessage:
     image_size: str = "auto"  # /imagine options
     image_quality: str = "auto"
     answer_format: str = "text"  # "json": the answer is a JSON object, shown as a code block (bot.answer_format)
+    target: str = ""  # the platform message a reaction named (its answer's code, for SHOW_WORK)
     received_at: float = field(default_factory=time.monotonic, compare=False)
 
 

@@ -46,7 +46,7 @@ async def test_console_on_postgresql_remembers_across_a_restart_and_the_doctor_r
     code, out, err = await threadline(tmp_path, env, "doctor")
     assert code == 0, out + err
     password = urlsplit(pg_database_url).password or "\0"
-    assert f"✓ database {safe(pg_database_url)} (postgresql) is reachable and writable (schema v4)" in out
+    assert f"✓ database {safe(pg_database_url)} (postgresql) is reachable and writable (schema v5)" in out
     assert password not in out + err
 
 

@@ -550,8 +550,8 @@ async def test_slack_connect_file_goes_through_files_info(slack: SlackHarness, f
     assert message.text == "Alice scored 3."
     assert [c.args["file"] for c in fake.calls_to("files.info")] == ["F0CONNECT"]
     assert len(fake.file_requests) == 1
-    parts = responses(fake_openai)[0]["input"][0]["content"]
-    assert "alice,3" in parts[1]["text"]
+    (stored,) = fake_openai.files.values()  # a .txt is a document: it went to the thread's file search
+    assert stored.filename == "scores.txt" and b"alice,3" in stored.data
 
 
 # --- files out -------------------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ sentence), stickers by name, and a forward's snapshot marked "[forwarded]" with 
 
 Reactions (raw events, so a message discord.py has not cached counts too): a ⏹ on a message of a conversation
 stops the answer running there (``/stop`` does the same); a 👍/👎 on one of the bot's messages is feedback on that
-answer. Only the reactions of people who may use the bot count; the bot's own (it adds 👍 and 👎 to each finished
-answer, ``DISCORD_FEEDBACK_REACTIONS``) never do. A reaction's conversation is found the way a message's is: a
+answer, and a 🔍 on one posts the code the interpreter ran for it (``show work``). Only the reactions of people
+who may use the bot count; the bot's own (it adds 👍 and 👎 to each finished answer, ``DISCORD_FEEDBACK_REACTIONS``)
+never do. A reaction's conversation is found the way a message's is: a
 thread is its conversation, a DM is one, and in a plain channel the message a mention's thread grows from is the
 mention's (its id is the thread's).
 
@@ -615,8 +616,30 @@ class DiscordAdapter:
         if meaning is convert.Reaction.STOP:
             await self.gateway.stop(key)  # nothing running: a quiet no-op (the gateway logs it)
             return
+        if meaning is convert.Reaction.SHOW_WORK:
+            await self._show_work(event, probe)
+            return
         turn, user = str(event.message_id), str(event.user_id)
         await self.gateway.feedback(key, turn=turn, user=user, value=meaning.value)
+
+    async def _show_work(self, event: discord.RawReactionActionEvent, probe: IncomingMessage) -> None:
+        """🔍 on an answer: the code behind it, posted in the answer's channel (its thread or DM)."""
+        channel_id = event.channel_id
+
+        async def opened() -> discord.abc.Messageable:
+            channel = self.client.get_channel(channel_id) or await self.client.fetch_channel(channel_id)
+            assert isinstance(channel, discord.abc.Messageable)
+            return channel
+
+        incoming = dataclasses.replace(
+            probe,
+            text="show work",
+            kind=TurnKind.SHOW_WORK,
+            target=str(event.message_id),
+            dedupe_keys=(f"discord:reaction:{event.message_id}:{event.user_id}:show_work",),
+        )
+        # Nonces of their own (not the answer's), so a second person's 🔍 posts its own reply.
+        await self._submit(incoming, self._reply(opened, Nonces(event.message_id ^ event.user_id)))
 
     def _author_of(self, event: discord.RawReactionActionEvent) -> int | None:
         """Who wrote the message reacted to: Discord says so in the event; an older payload without it leaves

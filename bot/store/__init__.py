@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from bot.store.contract import (
     SCHEMA_VERSION,
+    AnswerRecord,
+    ContainerFile,
+    Document,
     FeedbackRow,
     InboxEntry,
     InboxState,
@@ -17,14 +20,20 @@ from bot.store.contract import (
     Store,
     StoredImage,
     StoreUnavailable,
+    ThreadFile,
     ThreadRecord,
     UsageRow,
+    channel_scope,
+    thread_scope,
 )
 from bot.store.location import DatabaseLocation, parse_database
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AnswerRecord",
+    "ContainerFile",
     "DatabaseLocation",
+    "Document",
     "FeedbackRow",
     "InboxEntry",
     "InboxState",
@@ -32,10 +41,13 @@ __all__ = [
     "Store",
     "StoreUnavailable",
     "StoredImage",
+    "ThreadFile",
     "ThreadRecord",
     "UsageRow",
+    "channel_scope",
     "open_store",
     "parse_database",
+    "thread_scope",
 ]
 
 

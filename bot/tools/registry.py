@@ -34,10 +34,13 @@ ENTRY_POINT_GROUP = "threadline.tools"
 
 @dataclass(frozen=True, slots=True)
 class ToolContext:
-    """What one turn adds to its tools: the files its code interpreter gets, and the tool names (hosted tools,
-    functions, MCP server labels) switched off for it."""
+    """What one turn adds to its tools: the files its code interpreter gets, the vector stores its file search
+    searches (the thread's, the channel's knowledge base), and the tool names (hosted tools, functions, MCP server
+    labels) switched off for it."""
 
     code_file_ids: Sequence[str] = ()
+    container_id: str | None = None  # the thread's container (bot.containers); None: a fresh "auto" one
+    vector_store_ids: Sequence[str] = ()
     disabled: frozenset[str] = frozenset()
 
 
@@ -47,7 +50,7 @@ HOSTED_TOOLS: Mapping[str, HostedTool] = MappingProxyType(
     {
         "code_interpreter": lambda settings, turn: {
             "type": "code_interpreter",
-            "container": {"type": "auto", "file_ids": list(turn.code_file_ids)},
+            "container": turn.container_id or {"type": "auto", "file_ids": list(turn.code_file_ids)},
         },
         "image_generation": lambda settings, turn: {
             "type": "image_generation",
@@ -57,6 +60,14 @@ HOSTED_TOOLS: Mapping[str, HostedTool] = MappingProxyType(
         "web_search": lambda settings, turn: {"type": "web_search"},
     }
 )
+
+# What a request includes for the tools it offers (``include``): the output each needs to be shown.
+INCLUDES: Mapping[str, str] = MappingProxyType({"file_search": "file_search_call.results"})
+
+
+def includes_for(tools: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The ``include`` list of a request offering ``tools`` (file search: the passages it found, for quotes)."""
+    return sorted({INCLUDES[str(tool.get("type"))] for tool in tools if tool.get("type") in INCLUDES})
 
 
 def builtin_functions(settings: Settings, http: aiohttp.ClientSession) -> dict[str, Callable[..., Any]]:
@@ -118,6 +129,8 @@ class ToolRegistry:
         """The ``tools`` list of one turn's requests."""
         off = context.disabled
         tools = [HOSTED_TOOLS[name](self.settings, context) for name in self.hosted if name not in off]
+        if context.vector_store_ids and "file_search" not in off:
+            tools.append({"type": "file_search", "vector_store_ids": list(context.vector_store_ids)})
         tools += [spec for name, spec in self._function_specs.items() if name not in off]
         tools += [tool for label, tool in self.mcp.items() if label not in off]
         return tools

@@ -32,7 +32,9 @@ from aiohttp import web
 from PIL import Image, UnidentifiedImageError
 
 from tests.fakes import media, spec
+from tests.fakes.containers import FakeContainers
 from tests.fakes.realtime import FakeRealtime
+from tests.fakes.vector_stores import FakeVectorStores, search_events
 
 log = logging.getLogger("threadline.fake_openai")
 
@@ -283,6 +285,7 @@ class Turn:
     message_id: str = field(default_factory=lambda: new_id("msg_"))
     created_at: int = field(default_factory=lambda: int(time.time()))
     tool_items: list[dict[str, Any]] = field(default_factory=list)
+    citations: list[dict[str, Any]] = field(default_factory=list)  # file_citation annotations, by text index
     output: list[dict[str, Any]] = field(default_factory=list)
     sent_text: str = ""  # the text deltas the client was sent
     finished: bool = False  # the whole stream was written; a response read back before that was cut short
@@ -614,6 +617,8 @@ def _tool_events(item: dict[str, Any], index: int) -> Iterator[Step]:
         yield {"type": "response.mcp_call_arguments.done", **ids, "arguments": item["arguments"]}
         yield {"type": "response.mcp_call.in_progress", **ids}
         yield {"type": "response.mcp_call.completed", **ids}
+    elif item["type"] == "file_search_call":
+        yield from search_events(item, index)
     else:
         added = {**item, "status": "in_progress", "code": "", "outputs": None}
         yield {"type": "response.output_item.added", "output_index": index, "item": added}
@@ -629,10 +634,12 @@ def _text_deltas(turn: Turn, index: int) -> Iterator[Step]:
     reply = turn.reply
     text = turn.text if reply.cut_after is None else turn.text[: reply.cut_after]
     size = max(1, reply.chunk)
-    for start in range(0, len(text), size):
+    cited = {int(c["index"]) for c in turn.citations if 0 < int(c["index"]) < len(text)}  # a citation ends a delta
+    starts = sorted(set(range(0, len(text), size)) | cited)
+    for start, end in zip(starts, [*starts[1:], len(text)][: len(starts)], strict=True):
         if start and reply.token_interval:
             yield Pause(reply.token_interval)
-        delta = text[start : start + size]
+        delta = text[start:end]
         ids = {"item_id": turn.message_id, "output_index": index, "content_index": 0}
         yield {"type": "response.output_text.delta", **ids, "delta": delta, "logprobs": []}
     if reply.cut_after is not None:
@@ -646,8 +653,16 @@ def _message_events(turn: Turn, index: int) -> Iterator[Step]:
     yield {"type": "response.output_item.added", "output_index": index, "item": message}
     empty = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
     yield {"type": "response.content_part.added", **ids, "part": empty}
-    yield from _text_deltas(turn, index)
-    annotations = []
+    annotations: list[dict[str, Any]] = []
+    cites, sent = list(turn.citations), 0
+    for step in _text_deltas(turn, index):  # each citation right after the text it cites, as the API streams them
+        yield step
+        if isinstance(step, dict) and step["type"] == "response.output_text.delta":
+            sent += len(step["delta"])
+            while cites and cites[0]["index"] <= sent:
+                annotations.append(cites.pop(0))
+                note = {"annotation_index": len(annotations) - 1, "annotation": annotations[-1]}
+                yield {"type": "response.output_text.annotation.added", **ids, **note}
     if reply.container_file:
         container_id, file_id, filename, _data = reply.container_file
         annotations.append(
@@ -660,7 +675,7 @@ def _message_events(turn: Turn, index: int) -> Iterator[Step]:
                 "end_index": len(turn.text),
             }
         )
-        annotation = {"annotation_index": 0, "annotation": annotations[0]}
+        annotation = {"annotation_index": len(annotations) - 1, "annotation": annotations[-1]}
         yield {"type": "response.output_text.annotation.added", **ids, **annotation}
     yield {"type": "response.output_text.done", **ids, "text": turn.text, "logprobs": []}
     part = {"type": "output_text", "text": turn.text, "annotations": annotations, "logprobs": []}
@@ -814,6 +829,10 @@ class FakeOpenAI:
         self.responses_by_id: dict[str, Turn] = {}
         self.realtime = FakeRealtime(valid_keys=valid_keys)
         """The Realtime API's WebSocket at ``/v1/realtime`` (spoken replies)."""
+        self.vector_stores = FakeVectorStores(self.files.get)
+        self.containers = FakeContainers(self)
+        """Code-interpreter containers and their files; code the model runs in one (``tests.fakes.containers``)."""
+        """Vector stores and their files; ``file_search`` in responses (``tests.fakes.vector_stores``)."""
 
     # lifecycle
 
@@ -880,7 +899,8 @@ class FakeOpenAI:
             ("POST", "/audio/speech", self._speech),
             ("POST", "/images/generations", self._generate_image),
             ("POST", "/images/edits", self._edit_image),
-            ("GET", "/containers/{container_id}/files/{file_id}/content", self._container_file),
+            *self.containers.routes(),
+            *self.vector_stores.routes(),
         ]
         for method, path, handler in routes:
             router.add_route(method, "/v1" + path, handler)
@@ -1049,20 +1069,41 @@ class FakeOpenAI:
             return self._bad_body(request, "CreateResponse", spec.Problem("$.input", problem))
         if problem := json_problem(body):
             return self._bad_body(request, "CreateResponse", spec.Problem("$.input", problem))
+        if refused := self.vector_stores.tool_problem(body):
+            return refused
+        if refused := self.containers.refusal(body):
+            return refused
         reply = self._script.popleft() if self._script else Reply()
         if reply.status:
             return _status_error(reply, body)
         if reply.conversation_missing:
             return conversation_not_found(conv_id or "conv_unknown")
+        reply = self.containers.scripted(reply, body)
         if reply.container_file:
             container_id, file_id, _name, data = reply.container_file
             self.add_container_file(container_id, file_id, data)
         turn = plan_turn(body, reply, conversation)
+        self._search(turn)
+        last = turn.inputs[-1] if turn.inputs else None
+        self.containers.plan(turn, message_text(last) if _is_message(last) and last else "")
         self.responses_by_id[turn.id] = turn
         steps = numbered(turn_events(turn))
         if body.get("stream"):
             return await self._stream(request, turn, steps)
         return await self._complete(request, turn, steps)
+
+    def _search(self, turn: Turn) -> None:
+        """A question with ``file_search`` offered (and no scripted answer): search, and answer with citations."""
+        reply, last = turn.reply, turn.inputs[-1] if turn.inputs else None
+        if reply.text is not None or reply.end in {"failed", "error"} or not _is_message(last) or last is None:
+            return
+        text_format = (turn.body.get("text") or {}).get("format") or {}
+        calls = any(item["type"] == "function_call" for item in turn.tool_items)
+        if calls or last.get("role") != "user" or text_format.get("type") in {"json_object", "json_schema"}:
+            return
+        if found := self.vector_stores.search(turn.body, message_text(last)):
+            item, turn.text, turn.citations = found
+            turn.tool_items.insert(0, item)
 
     def _commit(self, turn: Turn) -> None:
         if turn.conversation is not None:
@@ -1101,8 +1142,9 @@ class FakeOpenAI:
         turn = self.responses_by_id.get(request.match_info["response_id"])
         if turn is None:
             return error_response(404, f"No response found with id '{request.match_info['response_id']}'.")
+        include = [*request.query.getall("include", []), *request.query.getall("include[]", [])]
         if turn.finished or not turn.body.get("stream"):
-            return web.json_response(turn.response("completed", usage=turn.usage))
+            return web.json_response(self.containers.read_back(turn.response("completed", usage=turn.usage), include))
         usage = {**turn.usage, "output_tokens": rough_tokens([turn.sent_text])}
         usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
         return web.json_response(turn.response("cancelled", usage=usage))
@@ -1160,12 +1202,6 @@ class FakeOpenAI:
         if self.files.pop(file_id, None) is None:
             return error_response(404, f"No such File object: {file_id}", param="id")
         return web.json_response({"id": file_id, "object": "file", "deleted": True})
-
-    async def _container_file(self, request: web.Request) -> web.Response:
-        key = (request.match_info["container_id"], request.match_info["file_id"])
-        if key not in self.container_files:
-            return error_response(404, f"No such container file: {key[1]} in {key[0]}", param="file_id")
-        return web.Response(body=self.container_files[key], content_type="application/octet-stream")
 
     # audio
 
