@@ -1,8 +1,10 @@
 """Console adapter: try threadline with only an OpenAI key. Same core path as the chat platforms.
 
 Each input line is a message in the current thread. ``/new`` starts a new thread, ``/attach PATH`` adds a file
-to the next message, ``/imagine PROMPT`` draws an image, ``/quit`` exits; ``/reset``, ``/model``, ``/usage`` and
-``/help`` are the shared commands.
+to the next message, ``/imagine PROMPT`` draws an image, ``/quit`` exits; a message starting with ``json:`` asks
+for a JSON answer; ``/show work`` (or ``show work``) prints the code behind the latest answer; ``/reset``,
+``/model``, ``/usage``, ``/kb`` and
+``/help`` are the shared commands (``/kb add`` takes the files attached with ``/attach``).
 With stdin not a terminal, it answers each line in order and exits 0 at end of input. The current thread is the
 console thread used last, so a restart with the same database continues the same conversation.
 """
@@ -18,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
+from bot.answer_format import TEXT, split_answer_format
 from bot.audio_encode import AudioFormat
 from bot.errors import AttachmentError
 from bot.gateway import Gateway
@@ -176,7 +179,15 @@ class ConsoleAdapter:
 
     async def _turn(self, text: str, kind: TurnKind = TurnKind.CHAT) -> None:
         attachments, self._pending = tuple(self._pending), []
-        message = IncomingMessage(key=self.key(), user_id=self.user, text=text, attachments=attachments, kind=kind)
+        answer_format, text = split_answer_format(text) if kind is TurnKind.CHAT else (TEXT, text)
+        message = IncomingMessage(
+            key=self.key(),
+            user_id=self.user,
+            text=text,
+            attachments=attachments,
+            kind=kind,
+            answer_format=answer_format,
+        )
         reply = ConsoleReply(self.out, self.err, self.files_dir, show_status=self.interactive)
         submission = await self.gateway.submit(message, reply)
         if submission.done is not None:
@@ -198,6 +209,10 @@ class ConsoleAdapter:
             self.out.write("(new thread started)\n")
         elif name == "imagine":
             await self._turn(arg.strip(), kind=TurnKind.IMAGINE)
+        elif name == "show":
+            await self._turn(text[1:], kind=TurnKind.SHOW_WORK)  # /show work: the code behind the latest answer
+        elif name == "kb" and arg.strip().lower().startswith("add"):
+            await self._turn(text[1:])  # a message, so it carries the files attached with /attach
         elif name == "attach":
             try:
                 self._pending.append(await asyncio.to_thread(file_attachment, arg.strip()))

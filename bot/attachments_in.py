@@ -19,11 +19,14 @@ from openai import AsyncOpenAI
 
 from bot.audio_chunks import split_audio
 from bot.errors import AttachmentError
+from bot.file_checks import check_file
 from bot.media import normalize_image
 from bot.protocols import ReplyStream
+from bot.retrieval import checked_document
 from bot.settings import Settings
 from bot.store import Store, StoredImage
 from bot.types import Attachment, AttachmentKind, IncomingMessage, ThreadKey
+from bot.upload_routing import Route, RoutedFile, UploadRoutes, asks_for_analysis
 
 log = logging.getLogger("threadline.attachments")
 
@@ -46,6 +49,8 @@ def asks_for_translation(text: str) -> bool:
 
 # Kinds the code interpreter handles better than the model's file input (spreadsheets and the like).
 CODE_FILE_SUFFIXES = {"xlsx", "xls", "csv", "tsv", "parquet", "zip", "json"}
+# Data files that can go in as text when the code interpreter is off.
+INLINE_DATA_SUFFIXES = {"csv", "tsv", "json"}
 
 
 @dataclass
@@ -55,6 +60,9 @@ class TurnInput:
     had_image: bool = False
     transcripts: list[str] = field(default_factory=list)
     code_file_ids: list[str] = field(default_factory=list)
+    retrieval_files: list[RoutedFile] = field(default_factory=list)  # checked documents for the thread's file search
+    interpreter_files: list[RoutedFile] = field(default_factory=list)  # checked files for the thread's container
+    vector_store_ids: list[str] = field(default_factory=list)  # the stores the turn's file search searches
 
 
 def _mb(size: int) -> str:
@@ -70,6 +78,7 @@ class AttachmentReader:
         self.settings = settings
         self.store = store
         self.client = client
+        self.routes = UploadRoutes(settings.upload_routes)
 
     async def build(self, message: IncomingMessage, reply: ReplyStream) -> TurnInput:
         turn = TurnInput()
@@ -124,6 +133,7 @@ class AttachmentReader:
         self, turn: TurnInput, message: IncomingMessage, att: Attachment, data: bytes, reply: ReplyStream
     ) -> None:
         key = message.key
+        route = self.routes.route(att.filename, att.kind)
         match att.kind:
             case AttachmentKind.IMAGE:
                 image = normalize_image(data, att.filename)
@@ -138,22 +148,41 @@ class AttachmentReader:
                 turn.had_voice = turn.had_voice or att.kind is AttachmentKind.VOICE
                 label = "Voice note" if att.kind is AttachmentKind.VOICE else f"Audio file {att.filename}"
                 turn.content.append({"type": "input_text", "text": f"[{label}, transcribed]: {text}"})
+            case _ if route is None:
+                raise AttachmentError(self.routes.refusal(att.filename))
+            case _ if route is Route.INTERPRETER:
+                await self._for_interpreter(turn, att, data)
+            case _ if route is Route.RETRIEVAL:
+                max_bytes = self.settings.max_attachment_bytes
+                turn.retrieval_files.append(await checked_document(att.filename, data, att.mime, max_bytes=max_bytes))
+                if asks_for_analysis(message.text) and self.interpreter_on:
+                    await self._for_interpreter(turn, att, data)
             case _ if self._is_text(att):
                 text = data[:INLINE_TEXT_LIMIT].decode("utf-8", errors="replace")
                 cut = " (truncated)" if len(data) > INLINE_TEXT_LIMIT else ""
                 turn.content.append({"type": "input_text", "text": f"[File {att.filename}{cut}]\n{text}"})
-            case _ if _suffix(att.filename) in CODE_FILE_SUFFIXES and "code_interpreter" in self.settings.tools:
-                file_id = await self._upload(key, data, att.filename, att.mime, "user_data")
-                turn.code_file_ids.append(file_id)
-                turn.content.append(
-                    {
-                        "type": "input_text",
-                        "text": f"[File {att.filename} is in the code interpreter's files]",
-                    }
-                )
             case _:
                 file_id = await self._upload(key, data, att.filename, att.mime, "user_data")
                 turn.content.append({"type": "input_file", "file_id": file_id})
+
+    @property
+    def interpreter_on(self) -> bool:
+        return "code_interpreter" in self.settings.tools
+
+    async def _for_interpreter(self, turn: TurnInput, att: Attachment, data: bytes) -> None:
+        """A file for the code interpreter: checked (nothing is uploaded when it is bad), then handed to the
+        engine, which puts it into the thread's container. With the interpreter off, text data goes in inline."""
+        if not self.interpreter_on:
+            if _suffix(att.filename) not in INLINE_DATA_SUFFIXES:
+                raise AttachmentError(f"I can't open {att.filename}: the code interpreter is switched off here.")
+            await asyncio.to_thread(check_file, att.filename, data, max_bytes=self.settings.max_attachment_bytes)
+            text = data[:INLINE_TEXT_LIMIT].decode("utf-8", errors="replace")
+            cut = " (truncated)" if len(data) > INLINE_TEXT_LIMIT else ""
+            turn.content.append({"type": "input_text", "text": f"[File {att.filename}{cut}]\n{text}"})
+            return
+        await asyncio.to_thread(check_file, att.filename, data, max_bytes=self.settings.max_attachment_bytes)
+        turn.interpreter_files.append(RoutedFile(att.filename, att.mime, data))
+        turn.content.append({"type": "input_text", "text": f"[File {att.filename} is in the code interpreter's files]"})
 
     async def upload_image(self, key: ThreadKey, data: bytes, filename: str, mime: str) -> str:
         """Upload an image for vision once per thread (by content); returns its file id."""

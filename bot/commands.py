@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from bot.budget_commands import budget_command
+from bot.knowledge import KB_HELP, KnowledgeBase, parse_kb
 from bot.protocols import TurnEngine
 from bot.settings import Settings
 from bot.store import Store
@@ -21,18 +22,24 @@ HELP = (
     "Commands: `help` (this text), `reset` (the next message starts a fresh conversation), "
     "`model` (show the model) or `model NAME` (set it for this channel), `usage` (your tokens today and this month), "
     '`imagine PROMPT` (draw an image; reply "make it blue" to edit it, or attach an image with an instruction), '
-    "`voice on|off` (spoken replies in this thread). Admins: `access` (who may use the bot), "
+    "`voice on|off` (spoken replies in this thread), "
+    "`show work` (the code behind the latest answer; on Slack and Discord also a 🔍 reaction on an answer), "
+    f"{KB_HELP}. Admins: `access` (who may use the bot), "
     "`budget` (token limits), `usage channel|all` (usage and cost)."
 )
 
+SHOW_WORK_WHERE = "Send `show work` as a message in the thread (or react 🔍 to an answer) to see the code behind it."
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 
 
 class Commands:
-    def __init__(self, *, settings: Settings, store: Store, engine: TurnEngine) -> None:
+    def __init__(
+        self, *, settings: Settings, store: Store, engine: TurnEngine, knowledge: KnowledgeBase | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
         self.engine = engine
+        self.knowledge = knowledge
 
     async def run(self, text: str, *, key: ThreadKey, user_id: str, admin: bool = False) -> str:
         """Run one command line (``reset``, ``model gpt-x``…) and return the reply text. ``admin``: the sender is an
@@ -48,6 +55,10 @@ class Commands:
             return await self._model(key, arg)
         if name == "voice":
             return await set_voice(self.store, key, arg)
+        if name == "kb" and self.knowledge is not None and (kb := parse_kb(text.strip().lstrip("/"))) is not None:
+            return await self.knowledge.command(kb, key=key, user_id=user_id)
+        if name == "show":
+            return SHOW_WORK_WHERE
         if name == "usage":  # bot/usage_report.py
             return await usage_command(
                 arg, settings=self.settings, store=self.store, key=key, user_id=user_id, is_admin=admin

@@ -8,10 +8,13 @@ import logging
 import sys
 from collections.abc import Callable, Mapping
 from datetime import date
+from pathlib import Path
 from typing import Any, Literal
 
 import openai
 
+from bot.errors import StartupError
+from bot.fonts import font_path
 from bot.model_calendar import Finding, calendar_findings, model_calendar
 from bot.openai_errors import api_error_message
 from bot.runtime import open_runtime
@@ -87,21 +90,41 @@ async def check_database(settings: Settings) -> list[Result]:
     return [("ok", f"database {location.safe} ({location.scheme}) is reachable and writable (schema v{version})")]
 
 
+def check_cjk_font(settings: Settings, path: Path | Literal["find"] | None = "find") -> Result:
+    """The CJK font uploaded into code-interpreter containers: a warning when it is missing (charts then draw
+    Chinese, Japanese and Korean labels as boxes)."""
+    found = font_path() if path == "find" else path
+    if found is not None:
+        return ("ok", f"CJK chart font: {found.name} ({found.stat().st_size / 1048576:.0f} MB)")
+    if "code_interpreter" not in settings.tools:
+        return ("ok", "CJK chart font: not needed (the code interpreter is off)")
+    return (
+        "warn",
+        "no CJK chart font found (install the noto-cjk-sans-otc package): "
+        "charts with Chinese, Japanese or Korean labels will show boxes",
+    )
+
+
 async def run_doctor(settings: Settings, sections: Mapping[str, Any], load_adapter: Callable[[str], Any]) -> int:
     results = await check_database(settings)
     if results[0][0] == "fail":
         _print(results)
         return 1
-    async with open_runtime(settings) as runtime:
-        results += await check_openai(settings, runtime.openai, runtime.store)
-        configured = [n for n in ("slack", "discord") if getattr(sections.get(n), "configured", False)]
-        results.append(("ok", f"adapters configured: {', '.join(configured) or 'none (console only)'}"))
-        for name in configured:
-            try:
-                checks = await load_adapter(name).doctor_checks(runtime.gateway, sections[name])
-                results += [("ok" if ok else "fail", line) for ok, line in checks]
-            except Exception as exc:
-                results.append(("fail", f"{name}: check failed: {type(exc).__name__}"))
+    try:
+        async with open_runtime(settings) as runtime:
+            results += await check_openai(settings, runtime.openai, runtime.store)
+            results.append(("ok", runtime.engine.tools.describe()))
+            results.append(check_cjk_font(settings))
+            configured = [n for n in ("slack", "discord") if getattr(sections.get(n), "configured", False)]
+            results.append(("ok", f"adapters configured: {', '.join(configured) or 'none (console only)'}"))
+            for name in configured:
+                try:
+                    checks = await load_adapter(name).doctor_checks(runtime.gateway, sections[name])
+                    results += [("ok" if ok else "fail", line) for ok, line in checks]
+                except Exception as exc:
+                    results.append(("fail", f"{name}: check failed: {type(exc).__name__}"))
+    except StartupError as exc:  # a function tool that won't load, an MCP server without its secret…
+        results.append(("fail", str(exc)))
     _print(results)
     failed = sum(1 for level, _ in results if level == "fail")
     print(f"{'OK' if not failed else f'{failed} problem(s) found'}", file=sys.stdout)

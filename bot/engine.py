@@ -1,24 +1,29 @@
 """The engine on OpenAI Conversations + Responses: one conversation per platform thread, streamed turns.
 
 Thread memory lives on OpenAI's side; the store keeps only thread key → conversation id. Each turn sends just
-the new message, so request size stays flat as a thread grows.
+the new message, so request size stays flat as a thread grows. The tools a turn offers come from the tool registry
+(``bot.tools.registry``); stream events are decoded into neutral events (``bot.stream_events``) that the renderer
+(``bot.render``) shows; function calls run in a loop of responses on the same conversation (``_respond``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import httpx2
 import openai
 from openai import AsyncOpenAI
 
+from bot.answer_format import JSON, JSON_INSTRUCTION, json_text_format
 from bot.attachments_in import AttachmentReader, TurnInput
+from bot.containers import Containers, ThreadContainer, container_instructions, gone_error, output_file
 from bot.conversation_pool import ConversationPool
 from bot.errors import UserFacingError
 from bot.imaging import (
@@ -30,14 +35,20 @@ from bot.imaging import (
     asks_for_change_of_thread_image,
     check_mask,
 )
+from bot.knowledge import KnowledgeBase, parse_kb
 from bot.media import normalize_image
 from bot.metrics import Metrics
-from bot.openai_errors import api_error_message, terminal_event_error
+from bot.openai_errors import api_error_message
 from bot.protocols import ReplyStream, is_stop_request
+from bot.render import TurnRender
+from bot.retrieval import Retrieval, TurnSearch
 from bot.settings import Settings
+from bot.show_work import answer_ref, show_work, wants_show_work
 from bot.speech import SpeechError, speaker_for
 from bot.sse import sse_events
-from bot.store import Store, StoredImage, UsageRow
+from bot.store import AnswerRecord, Store, StoredImage, StoreUnavailable, UsageRow, thread_scope
+from bot.stream_events import CodeRan, Completed, Started, ToolCall, call_title, completed_from, decode
+from bot.tools.registry import ToolContext, ToolRegistry, includes_for
 from bot.types import (
     AttachmentKind,
     IncomingMessage,
@@ -47,23 +58,15 @@ from bot.types import (
     ThreadKey,
     TurnKind,
 )
+from bot.upload_routing import asks_for_analysis
 from bot.voice_mode import speakable, voice_mode
 
 log = logging.getLogger("threadline.engine")
 
 STOPPED_USAGE_TIMEOUT_SECS = 3.0
+SETTLE_TIMEOUT_SECS = 3.0
 CONTEXT_LOST_NOTE = "_(I had lost this thread's earlier context, so I started a fresh conversation.)_\n\n"
-
-# Tool work shown as steps (titles); reasoning is a plain status.
-_STEP_BY_ITEM = {
-    "code_interpreter_call": "Running code",
-    "image_generation_call": "Drawing",
-    "file_search_call": "Searching the files",
-    "web_search_call": "Searching the web",
-    "function_call": "Working",
-    "mcp_call": "Calling a tool",
-}
-_STATUS_BY_ITEM = {"reasoning": "thinking…"}
+ROUND_CAP_NOTE = "\n\n_(I stopped after {rounds} rounds of tool calls without a final answer. Ask again to go on.)_"
 
 
 # Per-thread preference: what the last turn was about ("image" or "chat"); a change request right after an
@@ -78,78 +81,59 @@ class EditRequest:
     instruction: str
 
 
+@dataclass(slots=True)
+class _Unanswered:
+    """Function calls of a response whose outputs the server has not stored yet (``outputs`` once run)."""
+
+    conversation: str
+    calls: list[ToolCall]
+    outputs: list[str] | None = None
+
+
+@dataclass(slots=True)
+class _TurnState:
+    """What a turn that ends early needs: the open response (to read its usage back) and calls left unanswered
+    (the conversation would refuse the next message until each has an output). Also the thread's container, the
+    containers code ran in, and each finished response with whether it ran code (kept for ``show work``)."""
+
+    response_id: str | None = None
+    unanswered: _Unanswered | None = None
+    container: ThreadContainer | None = None
+    ran_in: set[str] = field(default_factory=set)
+    code_now: bool = False
+    responses: list[tuple[str, bool]] = field(default_factory=list)
+
+
 class _ConversationGone(Exception):
     """The server no longer knows the stored conversation id."""
 
 
-class _TurnRender:
-    """Per-turn rendering state: makes sure ``start`` precedes any output, and collects the text.
-
-    The first status ("thinking…") is a platform API call; it runs while the model is asked, and the reply
-    sees nothing else until it has returned, so the adapter still gets its calls one at a time, in order.
-    """
-
-    def __init__(self, reply: ReplyStream, first_status: str) -> None:
-        self.reply = reply
-        self.started = False
-        self.text: list[str] = []
-        self.citations: list[tuple[str, str, str]] = []
-        self.response_id: str | None = None
-        self._status: asyncio.Task[None] | None = asyncio.ensure_future(reply.set_status(first_status))
-
-    async def settle(self) -> None:
-        """Wait for the first status call (raising what it raised) before the reply is used again."""
-        if self._status is not None:
-            status, self._status = self._status, None
-            await status
-
-    async def abandon(self, *, stopped: bool) -> None:
-        """The turn failed (or was stopped: then the status call is cancelled); the first status call ends
-        before the error reply goes out."""
-        if self._status is not None:
-            status, self._status = self._status, None
-            if stopped:
-                status.cancel()
-            await asyncio.gather(status, return_exceptions=True)
-
-    async def set_status(self, status: str) -> None:
-        await self.settle()
-        await self.reply.set_status(status)
-
-    async def ensure_started(self) -> None:
-        await self.settle()
-        if not self.started:
-            self.started = True
-            await self.reply.start()
-
-    async def append(self, delta: str) -> None:
-        if delta:
-            await self.ensure_started()
-            self.text.append(delta)
-            await self.reply.append(delta)
-
-    async def attach(self, part: OutgoingFile) -> None:
-        await self.ensure_started()
-        await self.reply.attach(part)
-
-    async def preview(self, part: OutgoingFile) -> None:
-        await self.settle()
-        await self.reply.preview(part)
-
-    async def step(self, step: TaskStep) -> None:
-        await self.settle()
-        await self.reply.step(step)
+class _ContainerGone(Exception):
+    """A response refused the thread's container (expired or deleted)."""
 
 
 class ConversationsEngine:
     def __init__(
-        self, *, settings: Settings, store: Store, client: AsyncOpenAI, metrics: Metrics | None = None
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        client: AsyncOpenAI,
+        http: aiohttp.ClientSession,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.client = client
         self.metrics = metrics or Metrics()
+        self.tools = ToolRegistry.from_settings(settings, http)
+        self.json_format = json_text_format(settings.json_schema_file)
         self.attachments = AttachmentReader(settings=settings, store=store, client=client)
+        self.retrieval = Retrieval(settings=settings, store=store, client=client)
+        self.containers = Containers(settings=settings, store=store, client=client)
+        self.knowledge = KnowledgeBase(
+            settings=settings, store=store, retrieval=self.retrieval, reader=self.attachments
+        )
         self.speaker = speaker_for(
             client, model=settings.tts_model, voice=settings.tts_voice, timeout_secs=settings.speech_timeout_secs
         )
@@ -163,67 +147,123 @@ class ConversationsEngine:
 
     async def forget(self, key: ThreadKey) -> None:
         await self.store.forget_conversation(key)
+        await self.retrieval.forget(thread_scope(key))
+        await self.containers.forget(key)
 
     async def model_for(self, platform: str, channel: str) -> str:
         return await self.store.channel_model(platform, channel) or self.settings.model
 
     async def run_turn(self, message: IncomingMessage, reply: ReplyStream) -> None:
         model = await self.model_for(message.key.platform, message.key.channel)
-        render = _TurnRender(reply, "drawing…" if message.kind is TurnKind.IMAGINE else "thinking…")
+        imagine = message.kind is TurnKind.IMAGINE
+        fence = "json" if message.answer_format == JSON and not imagine else None
+        render = TurnRender(reply, "drawing…" if imagine else "thinking…", fence=fence)
+        state = _TurnState()
         try:
-            if message.kind is TurnKind.IMAGINE:
+            if imagine:
                 await self._imagine(message, model, render)
+            elif wants_show_work(message):
+                await render.settle()
+                shown = await show_work(self.client, self.store, message.key, message.target)
+                await render.append(shown.text)
+                for part in shown.files:
+                    await render.attach(part)
+            elif (kb := parse_kb(message.text)) is not None:
+                await render.settle()
+                await render.append(await self._guard(self.knowledge.run(kb, message, render), model))
             elif (request := await self._edit_request(message, render)) is not None:
                 await self._edit(message, model, render, request)
             else:
-                await self._run_turn(message, reply, model, render)
+                await self._run_turn(message, reply, model, render, state)
+            await render.close_fence()
             await render.ensure_started()
             await reply.finish()
+            await self._keep_answers(message.key, reply, state)
         except asyncio.CancelledError as exc:
             await render.abandon(stopped=True)
             if not is_stop_request(exc):
+                await self._settle_unanswered(state, "Not run: the answer was interrupted.")
                 raise
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()  # the user's stop ends this turn only: the thread's lane goes on
-            await self._finish_stopped(message, model, render)
+            await self._finish_stopped(message, model, render, state)
         except BaseException:
             await render.abandon(stopped=False)
+            await self._settle_unanswered(state, "Not run: the answer ended with an error.")
             raise
 
-    async def _finish_stopped(self, message: IncomingMessage, model: str, render: _TurnRender) -> None:
+    async def _finish_stopped(
+        self, message: IncomingMessage, model: str, render: TurnRender, state: _TurnState
+    ) -> None:
         """The answer so far stays and ends with "(stopped)"; the model stream is already closed. The usage of the
         cut response is read back from the server (best effort, a few seconds at most)."""
         log.info("turn in %s stopped by the user", message.key)
         await render.append("\n\n_(stopped)_" if render.started else "_(stopped)_")
         await render.reply.finish()
-        if render.response_id is None:
+        await self._settle_unanswered(state, "Not run: the user stopped the answer.")
+        if state.response_id is None:
             return
         try:
             async with asyncio.timeout(STOPPED_USAGE_TIMEOUT_SECS):
-                response = await self.client.responses.retrieve(render.response_id)
+                response = await self.client.responses.retrieve(state.response_id)
         except (openai.OpenAIError, TimeoutError) as exc:
-            log.info("no usage for the stopped response %s: %s", render.response_id, type(exc).__name__)
+            log.info("no usage for the stopped response %s: %s", state.response_id, type(exc).__name__)
             return
-        await self._record_usage(response.model_dump(), message, model)
+        await self._record_usage(completed_from(response.model_dump()), message, model)
 
-    async def _run_turn(self, message: IncomingMessage, reply: ReplyStream, model: str, render: _TurnRender) -> None:
+    async def _run_turn(
+        self, message: IncomingMessage, reply: ReplyStream, model: str, render: TurnRender, state: _TurnState
+    ) -> None:
         if message.attachments:
             await render.settle()  # the attachments' own statuses come after "thinking…"
         turn = await self._guard(self.attachments.build(message, reply), model)
+        search = await self._guard(self.retrieval.for_turn(message.key, turn.retrieval_files, render), model)
+        await self._searching(turn, search, render)
+        state.container = await self._guard(self._thread_container(message, turn, render), model)
         conversation = await self._conversation(message, model)
         try:
-            await self._respond(conversation, model, turn, message, render)
+            await self._respond(conversation, model, turn, message, render, state)
         except _ConversationGone:
             log.warning("conversation %s is gone on the server; starting a new one", conversation)
+            state.unanswered = None
             conversation = await self._conversation(message, model, fresh=True)
             await render.append(CONTEXT_LOST_NOTE)
             try:
-                await self._respond(conversation, model, turn, message, render)
+                await self._respond(conversation, model, turn, message, render, state)
             except _ConversationGone as exc:
                 raise UserFacingError("OpenAI lost this conversation twice in a row. Please try again.") from exc
         await self._speak_if_wanted(message, turn, render)
         await self.store.set_thread_pref(message.key, LAST_TURN, "image" if turn.had_image else "chat")
+
+    async def _thread_container(
+        self, message: IncomingMessage, turn: TurnInput, render: TurnRender
+    ) -> ThreadContainer | None:
+        """The thread's container when the code interpreter is offered: made on first need (files for it, or a
+        message asking for analysis), else the one the thread has; None leaves the interpreter an "auto" one."""
+        if "code_interpreter" not in self.tools.hosted:
+            return None
+        await self.containers.add_files(message.key, turn.interpreter_files)
+        need = bool(turn.interpreter_files) or asks_for_analysis(message.text)
+        container = await self.containers.for_turn(message.key, render.set_status, create=need)
+        if container is not None and container.missing:
+            names = ", ".join(container.missing)
+            await render.append(f"_(OpenAI no longer has {names}; send it again if I should use it.)_\n\n")
+        return container
+
+    @staticmethod
+    async def _searching(turn: TurnInput, search: TurnSearch, render: TurnRender) -> None:
+        """The turn searches its stores; the model hears which documents came with this message (and which could
+        not be indexed), the user hears about problems."""
+        turn.vector_store_ids = list(search.vector_store_ids)
+        indexed = search.indexed
+        if indexed.searchable:
+            names = ", ".join(indexed.searchable)
+            note = f"[Documents attached, searchable with file search: {names}]"
+            turn.content.append({"type": "input_text", "text": note})
+        if notes := indexed.notes():
+            turn.content.append({"type": "input_text", "text": "[" + " ".join(notes) + "]"})
+            await render.append("".join(f"_({note})_\n" for note in notes) + "\n")
 
     async def _guard(self, call: Any, model: str) -> Any:
         try:
@@ -249,7 +289,7 @@ class ConversationsEngine:
         return str(conversation_id)
 
     # --- images on request ---------------------------------------------------------------------------------
-    async def _imagine(self, message: IncomingMessage, model: str, render: _TurnRender) -> None:
+    async def _imagine(self, message: IncomingMessage, model: str, render: TurnRender) -> None:
         prompt = message.text.strip()
         if not prompt:
             raise UserFacingError("Tell me what to draw, for example `imagine a red bicycle`.")
@@ -264,7 +304,7 @@ class ConversationsEngine:
         made = await self.images.generate(prompt, size=size, quality=quality, preview=preview)
         await self._deliver_image(message, model, render, made, request=f"Draw: {prompt}", caption=prompt)
 
-    async def _edit_request(self, message: IncomingMessage, render: _TurnRender) -> EditRequest | None:
+    async def _edit_request(self, message: IncomingMessage, render: TurnRender) -> EditRequest | None:
         """An edit when an image comes with an instruction that asks for a change (a second PNG is its mask), or
         when a text follow-up asks for a change to the thread's latest image."""
         images = [a for a in message.attachments if a.kind is AttachmentKind.IMAGE]
@@ -287,7 +327,7 @@ class ConversationsEngine:
             return None
         return EditRequest(MadeImage(stored.data, stored.mime.split("/")[1]), None, message.text.strip())
 
-    async def _edit(self, message: IncomingMessage, model: str, render: _TurnRender, request: EditRequest) -> None:
+    async def _edit(self, message: IncomingMessage, model: str, render: TurnRender, request: EditRequest) -> None:
         await render.set_status("editing the image…")
         made = await self.images.edit(request.instruction, request.image, request.mask)
         await self._deliver_image(
@@ -295,7 +335,7 @@ class ConversationsEngine:
         )
 
     async def _deliver_image(
-        self, message: IncomingMessage, model: str, render: _TurnRender, made: MadeImage, *, request: str, caption: str
+        self, message: IncomingMessage, model: str, render: TurnRender, made: MadeImage, *, request: str, caption: str
     ) -> None:
         """Post the image, keep it as the thread's latest image, and put the request and the image into the
         thread's conversation so later messages can talk about it."""
@@ -325,38 +365,87 @@ class ConversationsEngine:
             log.warning("could not add the image to the conversation: %s", type(exc).__name__)
         await self.store.touch(message.key)
 
-    def _tools(self, turn: TurnInput) -> list[dict[str, Any]]:
-        tools: list[dict[str, Any]] = []
-        for name in self.settings.tools:
-            if name == "code_interpreter":
-                tools.append(
-                    {
-                        "type": "code_interpreter",
-                        "container": {"type": "auto", "file_ids": turn.code_file_ids},
-                    }
-                )
-            elif name == "image_generation":
-                tools.append({"type": "image_generation", "model": self.settings.image_model, "partial_images": 1})
-            elif name == "web_search":
-                tools.append({"type": "web_search"})
-            else:
-                log.warning("unknown tool %r in settings ignored", name)
-        return tools
-
+    # --- a chat turn: rounds of responses until the model answers -------------------------------------------
     async def _respond(
-        self, conversation: str, model: str, turn: TurnInput, message: IncomingMessage, render: _TurnRender
+        self,
+        conversation: str,
+        model: str,
+        turn: TurnInput,
+        message: IncomingMessage,
+        render: TurnRender,
+        state: _TurnState,
     ) -> None:
-        request: dict[str, Any] = {
-            "model": model,
-            "conversation": conversation,
-            "instructions": self.settings.instructions,
-            "input": [{"role": "user", "content": turn.content}],
-            "stream": True,
-        }
-        tools = self._tools(turn)
-        if tools:
-            request["tools"] = tools
-        completed = False
+        """The turn loop: when a response ends with function calls, run them and answer with their outputs in a
+        new response on the same conversation, until the model answers or ``THREADLINE_TOOL_ROUNDS`` is reached."""
+        context = ToolContext(code_file_ids=turn.code_file_ids, vector_store_ids=turn.vector_store_ids)
+        request: dict[str, Any] = {"model": model, "conversation": conversation, "stream": True}
+
+        def prepare() -> None:
+            """The request's tools and instructions for the thread's container as it is now."""
+            nonlocal context
+            container = state.container
+            context = dataclasses.replace(context, container_id=container.id if container else None)
+            instructions = self.settings.instructions
+            if container is not None:
+                instructions = f"{instructions}\n\n{container_instructions(container)}"
+            request["instructions"] = instructions
+            if tools := self.tools.tools_for(context):
+                request["tools"] = tools
+                if include := includes_for(tools):
+                    request["include"] = include
+            if message.answer_format == JSON:
+                request["instructions"] = f"{instructions}\n\n{JSON_INSTRUCTION}"
+                request["text"] = {"format": self.json_format}
+
+        prepare()
+        items: list[dict[str, Any]] = [{"role": "user", "content": turn.content}]
+        rounds = 0
+        renewed = False
+        while True:
+            try:
+                calls, completed = await self._round({**request, "input": items}, message, model, render, state)
+            except _ContainerGone as exc:
+                if renewed or state.container is None:
+                    raise UserFacingError("The code interpreter is unavailable right now. Please try again.") from exc
+                renewed = True
+                stale = state.container.id
+                state.container = await self._guard(self.containers.renew(message.key, stale, render.set_status), model)
+                prepare()
+                continue
+            if not calls:
+                break
+            pending = state.unanswered = _Unanswered(conversation, calls)
+            if completed.incomplete_reason is not None or rounds >= self.settings.tool_rounds:
+                await self._close_steps(calls, render)
+                if completed.incomplete_reason is None:
+                    log.info("turn in %s reached its %d rounds of tool calls", message.key, rounds)
+                    await render.append(ROUND_CAP_NOTE.format(rounds=rounds))
+                limit = f"Not run: this answer reached its limit of {rounds} rounds of tool calls."
+                await self._settle_unanswered(state, limit)
+                break
+            rounds += 1
+            pending.outputs = await self.tools.run(calls, context)
+            await self._close_steps(calls, render)
+            items = [
+                {"type": "function_call_output", "call_id": call.call_id, "output": output}
+                for call, output in zip(calls, pending.outputs, strict=True)
+            ]
+            await render.new_round()
+        await render.cite_sources()
+        await self.store.touch(message.key)
+        await self._deliver_outputs(render, state)
+
+    async def _round(
+        self,
+        request: dict[str, Any],
+        message: IncomingMessage,
+        model: str,
+        render: TurnRender,
+        state: _TurnState,
+    ) -> tuple[list[ToolCall], Completed]:
+        """One streamed response: its events rendered, its usage recorded; returns the function calls it made."""
+        calls: list[ToolCall] = []
+        completed: Completed | None = None
         streaming = False
         try:
             # The SDK's generic post: same auth, retries and errors as responses.create, without its per-request
@@ -365,12 +454,26 @@ class ConversationsEngine:
             try:
                 async for event in sse_events(raw.aiter_lines()):
                     streaming = True
-                    completed = await self._on_event(event, message, model, render) or completed
+                    for neutral in decode(event):
+                        if isinstance(neutral, Started):
+                            state.response_id = neutral.response_id
+                        elif isinstance(neutral, CodeRan):
+                            state.code_now = True
+                            state.ran_in.add(neutral.container_id)
+                        elif isinstance(neutral, ToolCall):
+                            calls.append(neutral)
+                        elif isinstance(neutral, Completed):
+                            completed = neutral
+                            await self._completed(neutral, message, model, render, state)
+                        else:
+                            await render.apply(neutral)
             finally:
                 await raw.aclose()
-        except openai.NotFoundError as exc:
-            if "conversation" in str(exc).lower():
-                raise _ConversationGone(conversation) from exc
+        except (openai.NotFoundError, openai.BadRequestError) as exc:
+            if state.container is not None and gone_error(exc):
+                raise _ContainerGone(state.container.id) from exc
+            if isinstance(exc, openai.NotFoundError) and "conversation" in str(exc).lower():
+                raise _ConversationGone(request["conversation"]) from exc
             raise UserFacingError(api_error_message(exc, model=model)) from exc
         except openai.OpenAIError as exc:
             raise UserFacingError(api_error_message(exc, model=model)) from exc
@@ -382,69 +485,59 @@ class ConversationsEngine:
                 raise UserFacingError("I couldn't reach OpenAI (connection error). Please try again shortly.") from exc
             log.warning("stream from OpenAI broke: %s", type(exc).__name__)
             raise UserFacingError("The connection to OpenAI dropped mid-answer. Please ask again.") from exc
-        if not completed:
+        if completed is None:
             raise UserFacingError("The answer stopped before it was complete. Please ask again.")
-        await self.store.touch(message.key)
-        for container_id, file_id, filename in render.citations:
-            await self._attach_container_file(render, container_id, file_id, filename)
+        return calls, completed
 
-    async def _on_event(self, event: dict[str, Any], message: IncomingMessage, model: str, render: _TurnRender) -> bool:
-        """Handle one stream event (decoded JSON); True when the response completed (possibly cut short)."""
-        kind = event.get("type")
-        if kind == "response.created":
-            render.response_id = (event.get("response") or {}).get("id") or render.response_id
-        elif kind == "response.output_text.delta":
-            await render.append(event.get("delta") or "")
-        elif kind == "response.output_item.added":
-            item = event.get("item") or {}
-            title = _STEP_BY_ITEM.get(str(item.get("type")))
-            if title:
-                await render.step(TaskStep(str(item.get("id") or event.get("output_index")), title))
-            elif status := _STATUS_BY_ITEM.get(str(item.get("type"))):
-                await render.set_status(status)
-        elif kind == "response.output_item.done":
-            item = event.get("item") or {}
-            if title := _STEP_BY_ITEM.get(str(item.get("type"))):
-                await render.step(TaskStep(str(item.get("id") or event.get("output_index")), title, done=True))
-            if item.get("type") == "image_generation_call" and item.get("result"):
-                fmt = item.get("output_format") or "png"
-                data = base64.b64decode(item["result"])
-                await render.attach(OutgoingFile(PartKind.IMAGE, f"image.{fmt}", f"image/{fmt}", data))
-        elif kind == "response.output_text.annotation.added":
-            ann = event.get("annotation") or {}
-            if ann.get("type") == "container_file_citation":
-                cited = (ann["container_id"], ann["file_id"], ann.get("filename") or "file")
-                if cited not in render.citations:
-                    render.citations.append(cited)
-        elif kind == "response.completed":
-            await self._record_usage(event.get("response") or {}, message, model)
-            return True
-        elif kind == "response.incomplete":
-            response = event.get("response") or {}
-            await self._record_usage(response, message, model)
-            reason = (response.get("incomplete_details") or {}).get("reason") or "unknown"
-            if reason == "max_output_tokens":
-                await render.append("\n\n_(The answer was cut short: it reached the length limit.)_")
-            else:
-                await render.append(f"\n\n_(The answer was cut short: {reason}.)_")
-            return True
-        elif kind == "response.failed":
-            error = (event.get("response") or {}).get("error") or {}
-            raise terminal_event_error("failed", error.get("code"), error.get("message"))
-        elif kind == "error":
-            raise terminal_event_error("reported an error", event.get("code"), event.get("message"))
-        return False
+    async def _completed(
+        self, completed: Completed, message: IncomingMessage, model: str, render: TurnRender, state: _TurnState
+    ) -> None:
+        """A response ended: its usage is recorded (once: a stop after this reads nothing back), and the outputs
+        it carried are now stored on the server."""
+        state.response_id = None
+        state.unanswered = None
+        if completed.response_id:
+            state.responses.append((completed.response_id, state.code_now))
+        state.code_now = False
+        await self._record_usage(completed, message, model)
+        reason = completed.incomplete_reason
+        if reason == "max_output_tokens":
+            await render.append("\n\n_(The answer was cut short: it reached the length limit.)_")
+        elif reason is not None:
+            await render.append(f"\n\n_(The answer was cut short: {reason}.)_")
 
-    async def _record_usage(self, response: dict[str, Any], message: IncomingMessage, model: str) -> None:
-        usage = response.get("usage")
-        if not usage:
+    @staticmethod
+    async def _close_steps(calls: list[ToolCall], render: TurnRender) -> None:
+        for call in calls:
+            await render.step(TaskStep(call.step_id, call_title(call.name), done=True))
+
+    async def _settle_unanswered(self, state: _TurnState, reason: str) -> None:
+        """Give every function call the server still waits on an output (what it returned, else ``reason``), so the
+        thread's next message is not refused. Best effort, a few seconds at most."""
+        pending, state.unanswered = state.unanswered, None
+        if pending is None:
+            return
+        outputs = pending.outputs or [reason] * len(pending.calls)
+        items = [
+            {"type": "function_call_output", "call_id": call.call_id, "output": output}
+            for call, output in zip(pending.calls, outputs, strict=True)
+        ]
+        try:
+            async with asyncio.timeout(SETTLE_TIMEOUT_SECS):
+                await self.client.conversations.items.create(pending.conversation, items=items)  # type: ignore[arg-type]
+        except (openai.OpenAIError, TimeoutError) as exc:
+            log.warning("could not store the outputs of %d tool call(s): %s", len(items), type(exc).__name__)
+
+    async def _record_usage(self, completed: Completed, message: IncomingMessage, model: str) -> None:
+        usage = completed.usage
+        if usage is None:
             return
         self.metrics.tokens(
             message.key.platform,
-            response.get("model") or model,
-            input_tokens=int(usage.get("input_tokens") or 0),
-            output_tokens=int(usage.get("output_tokens") or 0),
-            cached_tokens=int((usage.get("input_tokens_details") or {}).get("cached_tokens") or 0),
+            completed.model or model,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_input_tokens,
         )
         await self.store.record_usage(
             UsageRow(
@@ -452,31 +545,60 @@ class ConversationsEngine:
                 user=message.user_id,
                 channel=message.key.channel,
                 thread=message.key.thread,
-                model=response.get("model") or model,
-                input_tokens=int(usage.get("input_tokens") or 0),
-                output_tokens=int(usage.get("output_tokens") or 0),
-                cached_input_tokens=int((usage.get("input_tokens_details") or {}).get("cached_tokens") or 0),
+                model=completed.model or model,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cached_input_tokens=usage.cached_input_tokens,
             )
         )
 
-    async def _attach_container_file(self, render: _TurnRender, container_id: str, file_id: str, filename: str) -> None:
+    async def _deliver_outputs(self, render: TurnRender, state: _TurnState) -> None:
+        """Post the files the code made: those its answer cites, then (citations are sometimes missing) new files
+        in the thread's container. Only the thread's own container is read (without one, the "auto" containers this
+        turn's code ran in): a citation naming any other container, another thread's, is ignored."""
+        container = state.container
+        allowed = {container.id} if container is not None else state.ran_in
+        posted: set[str] = set()
+        for citation in render.citations:
+            if citation.kind != "container_file_citation" or citation.file_id in posted:
+                continue
+            if citation.container_id not in allowed:
+                log.warning("ignored a citation of %s in a container this turn did not use", citation.file_id)
+                continue
+            posted.add(citation.file_id)
+            await self._attach_container_file(render, citation.container_id, citation.file_id, citation.filename)
+            if container is not None and citation.container_id == container.id:
+                await self.containers.posted(container.id, citation.file_id, citation.filename)
+        if container is None or container.id not in state.ran_in:
+            return
+        for file_id, path in await self.containers.new_outputs(container, posted):
+            await self._attach_container_file(render, container.id, file_id, path)
+            await self.containers.posted(container.id, file_id, path)
+
+    async def _attach_container_file(self, render: TurnRender, container_id: str, file_id: str, filename: str) -> None:
         try:
-            content = await self.client.containers.files.content.retrieve(file_id, container_id=container_id)
-            data = await content.aread()
+            data = await self.containers.fetch(container_id, file_id)
         except openai.OpenAIError as exc:
             log.warning("could not fetch container file %s: %s", file_id, type(exc).__name__)
-            await render.append(f"\n\n_(I made {filename} but could not fetch it.)_")
+            await render.append(f"\n\n_(I made {filename.rsplit('/', 1)[-1]} but could not fetch it.)_")
             return
-        is_image = filename.lower().endswith((".png", ".jpg", ".jpeg", ".gif", ".webp"))
-        kind = PartKind.IMAGE if is_image else PartKind.FILE
-        mime = (
-            f"image/{filename.rsplit('.', 1)[-1].lower().replace('jpg', 'jpeg')}"
-            if is_image
-            else "application/octet-stream"
-        )
-        await render.attach(OutgoingFile(kind, filename, mime, data, title=filename))
+        await render.attach(output_file(filename, data))
 
-    async def _speak_if_wanted(self, message: IncomingMessage, turn: TurnInput, render: _TurnRender) -> None:
+    async def _keep_answers(self, key: ThreadKey, reply: ReplyStream, state: _TurnState) -> None:
+        """Remember the answer's responses (those that ran code, and any the platform showed in a message a
+        reaction can name), for ``show work``."""
+        ref = answer_ref(reply)
+        if not state.responses or not (ref or any(code for _, code in state.responses)):
+            return
+        ref = ref or f"turn:{state.responses[0][0]}"
+        now = time.time()
+        try:
+            for response_id, code in state.responses:
+                await self.store.save_answer(AnswerRecord(key, response_id, ref, code, now))
+        except StoreUnavailable as exc:  # the answer is out; only show work will miss it
+            log.warning("could not keep the answer's responses in %s: %s", key, exc)
+
+    async def _speak_if_wanted(self, message: IncomingMessage, turn: TurnInput, render: TurnRender) -> None:
         mode = await voice_mode(self.store, message.key, self.settings.voice_replies)
         if mode == "never" or (mode == "auto" and not turn.had_voice):
             return

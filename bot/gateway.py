@@ -265,6 +265,16 @@ class Gateway:
             raise ValueError(f"feedback is 'good' or 'bad', not {value!r}")
         await self._store.record_feedback(key, turn=turn, user=user, value=value)
 
+    async def answer_thread(self, platform: str, ref: str) -> ThreadKey | None:
+        """The thread of the answer a platform message showed (Slack's ``channel:ts``, a Discord message id), for
+        a 🔍 reaction: submit a ``TurnKind.SHOW_WORK`` message with ``target=ref`` there. None when unknown."""
+        try:
+            records = await self._store.answers_by_ref(platform, ref)
+        except StoreUnavailable as exc:
+            log.warning("cannot look up the answer %s: %s", ref, exc)
+            return None
+        return records[0].key if records else None
+
     async def wait_idle(self) -> None:
         """Wait until every accepted turn has finished."""
         await self._turns.wait_idle()

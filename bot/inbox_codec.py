@@ -28,6 +28,8 @@ def encode_message(message: IncomingMessage) -> str:
             "kind": message.kind.value,
             "image_size": message.image_size,
             "image_quality": message.image_quality,
+            "answer_format": message.answer_format,
+            "target": message.target,
             "attachments": [
                 {
                     "kind": a.kind.value,
@@ -67,6 +69,8 @@ def decode_message(text: str, key: ThreadKey, address: dict[str, str], fetch_for
         kind=TurnKind(data.get("kind") or TurnKind.CHAT.value),
         image_size=str(data.get("image_size") or "auto"),
         image_quality=str(data.get("image_quality") or "auto"),
+        answer_format=str(data.get("answer_format") or "text"),
+        target=str(data.get("target") or ""),
         reply_address=address,
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -95,6 +96,8 @@ def secret_values(*sections: BaseSettings) -> list[str]:
             password = url_password(section.database) if "://" in section.database else None
             if password:
                 values.append(password)
+            mcp_envs = [server.authorization_env for server in section.mcp_servers if server.authorization_env]
+            values += [os.environ[name] for name in mcp_envs if os.environ.get(name)]
     return values
 
 

@@ -68,8 +68,8 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         http = build_http_session(settings)
         client = build_openai_client(settings, http, metrics=metrics)
         try:
-            engine = ConversationsEngine(settings=settings, store=store, client=client, metrics=metrics)
-            commands = Commands(settings=settings, store=store, engine=engine)
+            engine = ConversationsEngine(settings=settings, store=store, client=client, http=http, metrics=metrics)
+            commands = Commands(settings=settings, store=store, engine=engine, knowledge=engine.knowledge)
             turns = TurnHandler(settings=settings, engine=engine, store=store, metrics=metrics)
             gateway = Gateway(
                 settings=settings,

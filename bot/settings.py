@@ -8,12 +8,13 @@ in the same README table. Every field has a default and a row in that table.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from platformdirs import user_data_path
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -25,6 +26,7 @@ from pydantic_settings import (
 from bot.defaults import DEFAULT_REALTIME_MODEL, DEFAULT_VOICE
 from bot.prices import ModelPrice, parse_prices
 from bot.store.location import DatabaseLocation, parse_database
+from bot.upload_routing import parse_routes
 
 CommaList = Annotated[list[str], NoDecode]
 ADMIN_PLATFORMS = ("slack", "discord", "console")
@@ -44,6 +46,20 @@ def split_commas(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+class McpServer(BaseModel):
+    """One remote MCP server offered to the model (an entry of ``THREADLINE_MCP_SERVERS``). The value of its auth
+    header is read from the environment variable ``authorization_env`` names, so no secret sits in the list."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    url: str = Field(pattern=r"^https?://\S+$")
+    authorization_env: str | None = None
+    header: str = "Authorization"
+    allowed_tools: list[str] | None = None
+    description: str | None = None
 
 
 class SettingsBase(BaseSettings):
@@ -106,6 +122,26 @@ class Settings(SettingsBase):
         "Voice notes arrive as transcripts."
     )
     tools: CommaList = Field(default_factory=lambda: ["image_generation", "code_interpreter"])
+    # Function tools run by threadline: built-in names, and package.module:function paths (installed packages'
+    # ``threadline.tools`` entry points are added to these).
+    function_tools: CommaList = Field(default_factory=lambda: ["current_time", "calculate", "get_weather"])
+    # Rounds of function calls one answer may run before it is ended with a note.
+    tool_rounds: int = Field(default=5, ge=1)
+    tool_timeout_secs: float = Field(default=20.0, gt=0)
+    open_meteo_url: str = "https://api.open-meteo.com"
+    open_meteo_geocoding_url: str = "https://geocoding-api.open-meteo.com"
+    # A JSON list of McpServer objects (label, url, authorization_env, header, allowed_tools, description).
+    mcp_servers: Annotated[list[McpServer], NoDecode] = Field(default_factory=list)
+    # Retrieval: a thread's (and a channel knowledge base's) vector store expires this many days after its last
+    # use (it is rebuilt from the kept file ids when needed); indexing new documents waits at most this long.
+    vector_store_days: int = Field(default=7, ge=1, le=365)
+    indexing_timeout_secs: float = Field(default=120.0, gt=0)
+    # Where files go by extension, over the default table (bot/upload_routing.py): "ext=route,…" or a JSON object.
+    upload_routes: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # Memory of each thread's code-interpreter container (the values containers.create accepts).
+    container_memory: Literal["1g", "4g", "16g", "64g"] = "1g"
+    # JSON answers ("json:" prefix, Discord's /ask json) follow this JSON schema (strict) instead of any object.
+    json_schema_file: Path | None = None
     voice_replies: Literal["auto", "always", "never"] = "auto"
     # threadline doctor (and a log line at start-up) warn this many days before a model in use shuts down.
     model_shutdown_warn_days: int = Field(default=90, ge=0)
@@ -178,8 +214,21 @@ class Settings(SettingsBase):
     # "json": every log line one JSON object (time, level, logger, message and structured fields such as audit's).
     log_format: Literal["text", "json"] = "text"
 
+    @field_validator("mcp_servers", mode="before")
+    @classmethod
+    def _mcp_servers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else []
+        return value
+
+    @field_validator("upload_routes", mode="before")
+    @classmethod
+    def _upload_routes(cls, value: Any) -> Any:
+        return parse_routes(value)
+
     @field_validator(
         "tools",
+        "function_tools",
         "allowed_users",
         "allowed_channels",
         "allowed_roles",

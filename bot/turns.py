@@ -374,6 +374,10 @@ class _FirstText:
         self._noted: Callable[[], None] | None = noted
         self.audio_format: AudioFormat = reply.audio_format
 
+    def __getattr__(self, name: str) -> object:
+        """Whatever else the platform's reply offers (``answer_ref`` for show work…) is the reply's own."""
+        return getattr(self._reply, name)
+
     async def start(self) -> None:
         await self._reply.start()
 

@@ -70,6 +70,7 @@ class Attachment:
 class TurnKind(enum.StrEnum):
     CHAT = "chat"  # a message to answer (images attached with a change request become edits)
     IMAGINE = "imagine"  # /imagine: the text is an image prompt
+    SHOW_WORK = "show_work"  # show the code the interpreter ran for an answer (``target``), or the latest one
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,8 @@ class IncomingMessage:
     kind: TurnKind = TurnKind.CHAT
     image_size: str = "auto"  # /imagine options
     image_quality: str = "auto"
+    answer_format: str = "text"  # "json": the answer is a JSON object, shown as a code block (bot.answer_format)
+    target: str = ""  # the platform message a reaction named (its answer's code, for SHOW_WORK)
     received_at: float = field(default_factory=time.monotonic, compare=False)
     # Where the answer goes, in the adapter's own terms (channel, thread ts, recipient…): kept in the durable
     # inbox so any process can answer the message after a crash (``Resumer.reply_for``).

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import io
 import itertools
+import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -807,3 +808,29 @@ async def test_200_mentions_at_once_stay_under_the_global_limit_and_every_one_is
     finals = {int(fake_discord.bot_messages_in(int(m["id"]))[-1]["id"]) for m in asked}
     assert {mid for _, mid, emoji in fake_discord.reactions if emoji in ("👍", "👎")} == finals
     assert fake_discord.global_rate_limited == 0, "the reactions waited for room"
+
+
+async def test_ask_with_the_json_option_answers_in_a_json_code_block(
+    harness: Harness, fake_discord: FakeDiscord, fake_openai: FakeOpenAI
+) -> None:
+    bot = await harness.start(discord_command_guilds=[str(fake_discord.guild_id)])
+    ((_, commands),) = fake_discord.command_puts
+    (ask,) = [c for c in commands if c["name"] == "ask"]
+    (option,) = [o for o in ask["options"] if o["name"] == "json"]
+    assert option["type"] == 5 and not option.get("required"), "an optional boolean"
+
+    options = [
+        {"name": "prompt", "type": 3, "value": "three primary colours"},
+        {"name": "json", "type": 5, "value": True},
+    ]
+    await fake_discord.slash("ask", options)
+    await fake_discord.wait_for(lambda: fake_discord.threads_created, 5, "a thread")
+    tid = thread_of(fake_discord)
+    await answered(fake_discord, bot, tid, "```")
+    (body,) = [r.json for r in fake_openai.requests if r.path == "/v1/responses"]
+    assert body["text"] == {"format": {"type": "json_object"}}
+    content = fake_discord.text_in(tid)
+    assert content.startswith("```json\n") and content.rstrip().endswith("```") and fences_balanced(content)
+    assert json.loads(content.strip().removeprefix("```json").removesuffix("```")) == {
+        "answer": "You said: «three primary colours»."
+    }

@@ -200,6 +200,7 @@ def test_missing_scopes_are_named_in_order() -> None:
         "groups:history",
         "im:history",
         "mpim:history",
+        "reactions:read",
     ]
     assert missing_scopes(None)[0] == "app_mentions:read"
 

@@ -550,8 +550,8 @@ async def test_slack_connect_file_goes_through_files_info(slack: SlackHarness, f
     assert message.text == "Alice scored 3."
     assert [c.args["file"] for c in fake.calls_to("files.info")] == ["F0CONNECT"]
     assert len(fake.file_requests) == 1
-    parts = responses(fake_openai)[0]["input"][0]["content"]
-    assert "alice,3" in parts[1]["text"]
+    (stored,) = fake_openai.files.values()  # a .txt is a document: it went to the thread's file search
+    assert stored.filename == "scores.txt" and b"alice,3" in stored.data
 
 
 # --- files out -------------------------------------------------------------------------------------------------
@@ -714,3 +714,19 @@ async def test_http_mode_answers_slacks_url_verification(slack: SlackHarness) ->
     status, body = await fake.deliver(bot.events_url, challenge)
 
     assert status == 200 and json.loads(body) == {"challenge": challenge["challenge"]}
+
+
+async def test_a_json_prefix_asks_for_a_json_answer_shown_as_a_code_block(
+    slack: SlackHarness, fake_openai: FakeOpenAI
+) -> None:
+    fake = slack.fake
+    bot = await slack.start()
+    mention = fake.user_event(f"<@{fake.bot_user_id}> json: three primary colours", kind="app_mention")
+    await bot.send(mention)
+    (message,) = await bot.answered(CHANNEL, mention["ts"])
+    (body,) = responses(fake_openai)
+    assert user_text(body) == "three primary colours" and body["text"] == {"format": {"type": "json_object"}}
+    assert message.text.startswith("```json\n") and message.text.endswith("```") and fences_balanced(message.text)
+    assert json.loads(message.text.removeprefix("```json").removesuffix("```")) == {
+        "answer": "You said: «three primary colours»."
+    }

@@ -21,13 +21,19 @@ from psycopg import sql
 
 from bot.store import (
     SCHEMA_VERSION,
+    AnswerRecord,
+    ContainerFile,
+    Document,
     InboxState,
     Store,
     StoredImage,
     StoreUnavailable,
+    ThreadFile,
     UsageRow,
+    channel_scope,
     open_store,
     parse_database,
+    thread_scope,
 )
 from bot.store.location import DatabaseLocation
 from bot.store.postgres import MIGRATIONS as PG_MIGRATIONS
@@ -831,6 +837,96 @@ async def test_open_store_picks_the_backend_from_the_location(backend: Backend) 
         assert not password or password not in store.location
     finally:
         await store.close()
+
+
+async def test_retrieval_scopes_keep_their_own_vector_store_and_documents(backend: Backend) -> None:
+    store = await backend.open(clock=lambda: 100.0)
+    other_thread = ThreadKey("slack", "T1", "C1", "2.0")
+    mine, theirs = thread_scope(SLACK), thread_scope(other_thread)
+    kb, other_kb = channel_scope("slack", "T1", "C1"), channel_scope("slack", "T1", "C2")
+    assert len({mine, theirs, kb, other_kb, channel_scope("discord", "T1", "C1")}) == 5
+    assert await store.vector_store(mine) is None and await store.documents(kb) == []
+    await store.save_vector_store(mine, "vs_a")
+    await store.save_vector_store(kb, "vs_kb")
+    await store.save_vector_store(mine, "vs_a2")  # rebuilt after it expired: the new id replaces the old
+    handbook = Document("handbook.pdf", "file-1", "aa" * 32, 10.0)
+    await store.save_document(mine, handbook)
+    await store.save_document(mine, Document("notes.md", "file-2", "bb" * 32, 11.0))
+    await store.save_document(mine, Document("handbook.pdf", "file-1b", "aa" * 32, 12.0))  # same bytes again
+    await store.save_document(kb, Document("policy.docx", "file-3", "aa" * 32, 13.0))
+    await store.close()
+
+    reopened = await backend.open()
+    assert await reopened.vector_store(mine) == "vs_a2" and await reopened.vector_store(kb) == "vs_kb"
+    assert await reopened.vector_store(theirs) is None and await reopened.vector_store(other_kb) is None
+    assert [(d.name, d.file_id, d.added_at) for d in await reopened.documents(mine)] == [
+        ("notes.md", "file-2", 11.0),
+        ("handbook.pdf", "file-1b", 12.0),
+    ]
+    assert await reopened.documents(theirs) == [] and await reopened.documents(other_kb) == []
+    assert await reopened.remove_documents(kb, "missing.pdf") == []
+    assert await reopened.remove_documents(kb, "policy.docx") == [Document("policy.docx", "file-3", "aa" * 32, 13.0)]
+    assert await reopened.documents(kb) == [] and await reopened.vector_store(kb) == "vs_kb"
+    await reopened.forget_scope(mine)
+    assert await reopened.vector_store(mine) is None and await reopened.documents(mine) == []
+    assert await reopened.vector_store(kb) == "vs_kb", "forgetting a thread leaves the channel's store"
+
+
+async def test_a_v5_database_migrates_to_v6_keeping_its_rows(backend: Backend) -> None:
+    await backend.create_at(5, V1_ROWS + V3_ROWS)
+    store = await backend.open()
+    assert await store.schema_version() == SCHEMA_VERSION
+    assert await store.file_id(SLACK, "ab" * 32) == "file-0"
+    assert await store.thread_pref(SLACK, "voice") == "on"
+    await store.save_vector_store(thread_scope(SLACK), "vs_1")  # v6's tables are there
+    assert await store.vector_store(thread_scope(SLACK)) == "vs_1"
+
+
+async def test_thread_files_containers_and_answers_stay_with_their_thread(backend: Backend) -> None:
+    store = await backend.open(clock=lambda: 50.0)
+    other = ThreadKey("slack", "T1", "C1", "2.0")
+    sales = ThreadFile("aa" * 32, "sales.xlsx", "application/vnd.ms-excel", "interpreter", "file-s", 10.0)
+    await store.add_thread_file(SLACK, sales)
+    await store.add_thread_file(SLACK, ThreadFile("bb" * 32, "notes.csv", "text/csv", "interpreter", "file-n", 11.0))
+    await store.add_thread_file(SLACK, ThreadFile("aa" * 32, "sales.xlsx", sales.mime, "interpreter", "file-s2", 12.0))
+    await store.save_thread_container(SLACK, "cntr_old")
+    await store.save_thread_container(SLACK, "cntr_new")  # made again after the old one expired
+    await store.save_thread_container(other, "cntr_other")
+    await store.save_container_file("cntr_new", ContainerFile("cfile_font", "/mnt/data/font.ttc", "ff" * 32))
+    await store.save_container_file("cntr_new", ContainerFile("cfile_chart", "/mnt/data/chart.png"))
+    await store.save_container_file("cntr_other", ContainerFile("cfile_x", "/mnt/data/x.csv", "cc" * 32))
+    await store.save_shared_file("ff" * 32, "file-font")
+    for response, ref, code, at in (("resp_1", "C1:1.1", True, 1.0), ("resp_2", "C1:1.2", False, 2.0)):
+        await store.save_answer(AnswerRecord(SLACK, response, ref, code, at))
+    await store.save_answer(AnswerRecord(SLACK, "resp_3", "C1:1.3", True, 3.0))
+    await store.save_answer(AnswerRecord(other, "resp_9", "C1:9.9", True, 4.0))
+    await store.save_answer(AnswerRecord(DISCORD, "resp_d", "C1:1.1", True, 5.0))  # same ref text, other platform
+    await store.close()
+
+    reopened = await backend.open()
+    assert [(f.filename, f.file_id, f.added_at) for f in await reopened.thread_files(SLACK)] == [
+        ("notes.csv", "file-n", 11.0),
+        ("sales.xlsx", "file-s2", 12.0),
+    ]
+    assert await reopened.thread_files(other) == [] and await reopened.thread_files(DISCORD) == []
+    assert await reopened.thread_container(SLACK) == "cntr_new"
+    assert await reopened.thread_container(DISCORD) is None
+    assert [f.file_id for f in await reopened.container_files("cntr_new")] == ["cfile_font", "cfile_chart"]
+    assert (await reopened.container_files("cntr_new"))[1] == ContainerFile("cfile_chart", "/mnt/data/chart.png", "")
+    assert await reopened.shared_file("ff" * 32) == "file-font" and await reopened.shared_file("00" * 32) is None
+    assert [a.response_id for a in await reopened.code_answers(SLACK, 5)] == ["resp_3", "resp_1"]
+    assert [a.response_id for a in await reopened.code_answers(SLACK, 1)] == ["resp_3"]
+    assert await reopened.answers_by_ref("slack", "C1:1.2") == [AnswerRecord(SLACK, "resp_2", "C1:1.2", False, 2.0)]
+    assert [a.key for a in await reopened.answers_by_ref("discord", "C1:1.1")] == [DISCORD]
+    assert await reopened.answers_by_ref("slack", "C1:0.0") == []
+
+    assert await reopened.forget_thread_files(SLACK) == "cntr_new"
+    assert await reopened.thread_container(SLACK) is None and await reopened.thread_files(SLACK) == []
+    assert await reopened.container_files("cntr_new") == [] and await reopened.code_answers(SLACK, 5) == []
+    assert await reopened.forget_thread_files(SLACK) is None
+    assert await reopened.thread_container(other) == "cntr_other", "another thread's container stays"
+    assert [a.response_id for a in await reopened.code_answers(other, 5)] == ["resp_9"]
+    assert await reopened.shared_file("ff" * 32) == "file-font", "the shared font outlives any thread"
 
 
 # --- PostgreSQL only: replicas, outages, passwords -------------------------------------------------------------

@@ -19,8 +19,9 @@ sentence), stickers by name, and a forward's snapshot marked "[forwarded]" with 
 Reactions (raw events, so a message discord.py has not cached counts too): a ⏹ on a message of a conversation
 stops the answer running there (``/stop`` does the same); a 🔁 there asks its interrupted answer again (in a
 conversation the bot owns; nothing is said when there is none); a 👍/👎 on one of the bot's messages is feedback on
-that answer. Only the reactions of people who may use the bot count; the bot's own (it adds 👍 and 👎 to each finished
-answer, ``DISCORD_FEEDBACK_REACTIONS``) never do. A reaction's conversation is found the way a message's is: a
+that answer, and a 🔍 on one posts the code the interpreter ran for it (``show work``). Only the reactions of people
+who may use the bot count; the bot's own (it adds 👍 and 👎 to each finished answer, ``DISCORD_FEEDBACK_REACTIONS``)
+never do. A reaction's conversation is found the way a message's is: a
 thread is its conversation, a DM is one, and in a plain channel the message a mention's thread grows from is the
 mention's (its id is the thread's).
 
@@ -58,6 +59,7 @@ from adapters.discord.setup import (
     make_client,
 )
 from adapters.discord.throttle import ChannelThrottle, RequestBudget, budget_requests
+from bot.answer_format import JSON
 from bot.errors import StartupError
 from bot.gateway import Gateway
 from bot.replies import TextReply
@@ -651,8 +653,33 @@ class DiscordAdapter:
             if await self.gateway.owns(key) and not await self.gateway.retry(key):
                 log.info("a %s reaction in %s found no interrupted answer to retry", meaning.value, key)
             return
+        if meaning is convert.Reaction.SHOW_WORK:
+            await self._show_work(event, probe)
+            return
         turn, user = str(event.message_id), str(event.user_id)
         await self.gateway.feedback(key, turn=turn, user=user, value=meaning.value)
+
+    async def _show_work(self, event: discord.RawReactionActionEvent, probe: IncomingMessage) -> None:
+        """🔍 on an answer: the code behind it, posted in the answer's channel (its thread or DM)."""
+        channel_id = event.channel_id
+
+        async def opened() -> discord.abc.Messageable:
+            channel = self.client.get_channel(channel_id) or await self.client.fetch_channel(channel_id)
+            assert isinstance(channel, discord.abc.Messageable)
+            return channel
+
+        # Nonces of their own (not the answer's), so a second person's 🔍 posts its own reply.
+        turn = event.message_id ^ event.user_id
+        address = ReplyAddress(channel=channel_id, guild=event.guild_id, turn=turn, parent=channel_id)
+        incoming = dataclasses.replace(
+            probe,
+            text="show work",
+            kind=TurnKind.SHOW_WORK,
+            target=str(event.message_id),
+            dedupe_keys=(f"discord:reaction:{event.message_id}:{event.user_id}:show_work",),
+            reply_address=address.encode(),
+        )
+        await self._submit(incoming, self._reply(opened, Nonces(turn)))
 
     def _author_of(self, event: discord.RawReactionActionEvent) -> int | None:
         """Who wrote the message reacted to: Discord says so in the event; an older payload without it leaves
@@ -734,10 +761,14 @@ class DiscordAdapter:
             answer = NOTHING_RUNNING
         await interaction.response.send_message(answer, ephemeral=True)
 
-    async def ask(self, interaction: discord.Interaction, prompt: str, file: discord.Attachment | None) -> None:
+    async def ask(
+        self, interaction: discord.Interaction, prompt: str, file: discord.Attachment | None, as_json: bool = False
+    ) -> None:
         """``/ask``: the question is echoed publicly; in a channel a thread is opened from that echo and the
-        answer streams there (like a mention); in a thread or DM the answer streams right below it."""
-        await self._slash_turn(interaction, prompt, file, echo="asked")
+        answer streams there (like a mention); in a thread or DM the answer streams right below it. With ``json``
+        the answer is a JSON object, shown as a code block."""
+        options = {"answer_format": JSON} if as_json else None
+        await self._slash_turn(interaction, prompt, file, echo="asked", options=options)
 
     async def imagine(self, interaction: discord.Interaction, prompt: str, size: str, quality: str) -> None:
         """``/imagine``: like ``/ask``, but the prompt is drawn (and follow-ups in the thread can edit it)."""

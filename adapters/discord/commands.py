@@ -1,5 +1,6 @@
-"""Slash commands: ``/ask`` and ``/imagine`` run a turn; ``/stop`` stops the running one; ``/reset``, ``/model``,
-``/voice`` and ``/usage`` are the shared commands; ``/access`` and ``/budget`` are for admins.
+"""Slash commands: ``/ask`` (with ``json`` for a JSON answer) and ``/imagine`` run a turn; ``/stop`` stops the
+running one; ``/reset``, ``/model``, ``/voice`` and ``/usage`` are the shared commands; ``/access`` and ``/budget``
+are for admins.
 
 Registered per guild when ``DISCORD_COMMAND_GUILDS`` lists guild ids (updates are instant), else globally.
 """
@@ -18,7 +19,9 @@ log = logging.getLogger("threadline.discord")
 
 
 class SlashHandler(Protocol):
-    async def ask(self, interaction: discord.Interaction, prompt: str, file: discord.Attachment | None) -> None: ...
+    async def ask(
+        self, interaction: discord.Interaction, prompt: str, file: discord.Attachment | None, as_json: bool = False
+    ) -> None: ...
 
     async def command(self, interaction: discord.Interaction, line: str) -> None: ...
 
@@ -31,9 +34,19 @@ def build_command_tree(client: discord.Client, handler: SlashHandler) -> app_com
     tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
 
     @tree.command(name="ask", description="Ask threadline; the answer streams into a new thread")
-    @app_commands.describe(prompt="Your question", file="An image, voice note or file to go with it")
-    async def ask(interaction: discord.Interaction, prompt: str, file: discord.Attachment | None = None) -> None:
-        await handler.ask(interaction, prompt, file)
+    @app_commands.describe(
+        prompt="Your question",
+        file="An image, voice note or file to go with it",
+        as_json="Answer with a JSON object (shown as a code block)",
+    )
+    @app_commands.rename(as_json="json")
+    async def ask(
+        interaction: discord.Interaction,
+        prompt: str,
+        file: discord.Attachment | None = None,
+        as_json: bool = False,
+    ) -> None:
+        await handler.ask(interaction, prompt, file, as_json)
 
     @tree.command(name="imagine", description="Draw an image; reply in its thread to change it")
     @app_commands.describe(prompt="What to draw", size="Width × height", quality="Higher takes longer")

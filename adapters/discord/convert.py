@@ -57,11 +57,13 @@ class Reaction(enum.Enum):
     RETRY = "retry"
     GOOD = "good"
     BAD = "bad"
+    SHOW_WORK = "show_work"
 
 
 def reaction_meaning(emoji: object) -> Reaction | None:
     """⏹ stops the running answer, 🔁 asks an interrupted one again, 👍/👎 rate one (with or without the variation
-    selector or a skin tone); any other reaction (a custom emoji has no unicode name: None) is just a reaction."""
+    selector or a skin tone), 🔍 shows its code; any other reaction (a custom emoji has no unicode name: None) is
+    just a reaction."""
     bare = _EMOJI_VARIANTS.sub("", emoji) if isinstance(emoji, str) else ""
     match bare:
         case "\u23f9":
@@ -72,6 +74,8 @@ def reaction_meaning(emoji: object) -> Reaction | None:
             return Reaction.GOOD
         case "👎":
             return Reaction.BAD
+        case "🔍" | "🔎":
+            return Reaction.SHOW_WORK
     return None
 
 

@@ -194,6 +194,12 @@ class DiscordReply:
             self._on_finished(self)
 
     @property
+    def answer_ref(self) -> str | None:
+        """The answer's last message id once it has finished: a 🔍 reaction on it shows the answer's code."""
+        final = self.final_message
+        return str(final[1]) if final is not None else None
+
+    @property
     def final_message(self) -> tuple[int, int] | None:
         """(channel id, message id) of the answer's last message once it has finished; None before, or when it
         failed (a warning is not an answer to rate)."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Mapping
@@ -63,6 +64,7 @@ from adapters.slack.convert import (
     session_stopped,
     short_title,
     should_answer,
+    show_work_reaction,
     suggested_prompts,
     thread_title,
 )
@@ -70,6 +72,7 @@ from adapters.slack.files import SlackFiles
 from adapters.slack.http_guard import RequestGuard
 from adapters.slack.settings import SlackSettings
 from adapters.slack.stream import SESSION_METHOD, AgentSession, ReplyTarget, SlackReply, StreamOptions
+from bot.answer_format import split_answer_format
 from bot.errors import StartupError
 from bot.gateway import Gateway
 from bot.replies import TextReply
@@ -182,6 +185,7 @@ class SlackAdapter:
         self.app.event("app_home_opened")(self._on_home_opened)  # agent_view: the Messages tab opened
         self.app.event("app_context_changed")(self._on_context_changed)
         self.app.event("agent_session_stopped")(self._on_session_stopped)
+        self.app.event("reaction_added")(self._on_reaction)
         self.app.action(FEEDBACK_ACTION_ID)(self._on_feedback)
         self.app.command("/threadline")(self._on_command)
         self.guard = RequestGuard(path=EVENTS_PATH, signing_secret=_secret(settings.slack_signing_secret), logger=log)
@@ -345,10 +349,12 @@ class SlackAdapter:
         files = await self.files.resolve(message.files)
         # The thread's first turn creates its agent session, titled after the message.
         address = ReplyAddress.of_message(message, title=None if owned else thread_title(message))
+        answer_format, text = split_answer_format(message.text)
         incoming = IncomingMessage(
             key=message.key,
             user_id=message.user,
-            text=message.text,
+            text=text,
+            answer_format=answer_format,
             dedupe_keys=message.dedupe_keys,
             attachments=tuple(self.files.attachment(file) for file in files),
             is_dm=message.is_dm,
@@ -453,6 +459,36 @@ class SlackAdapter:
             )
         except (SlackApiError, SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
             log.info("could not move the stopped session in %s back to active (%s)", channel, type(exc).__name__)
+
+    async def _on_reaction(self, body: dict[str, Any]) -> None:
+        """A 🔍 on one of the bot's answers: the code behind it is posted in its thread (the engine knows the
+        answer's message, so its thread). Other reactions, and ones on messages it does not know, are ignored."""
+        identity = self.identity
+        reaction = show_work_reaction(body, identity.team_id if identity else "")
+        if reaction is None:
+            return
+        key = await self.gateway.answer_thread("slack", reaction.ref)
+        if key is None:
+            log.info("ignored a show-work reaction on %s: not one of my answers", reaction.ref)
+            return
+        incoming = IncomingMessage(
+            key=key,
+            user_id=reaction.user,
+            text="show work",
+            kind=TurnKind.SHOW_WORK,
+            target=reaction.ref,
+            dedupe_keys=(f"slack:event:{reaction.event_id}",),
+            is_dm=reaction.channel.startswith("D"),
+        )
+        target = ReplyTarget(
+            channel=reaction.channel,
+            thread_ts=key.thread,
+            recipient_user_id=reaction.user,
+            recipient_team_id=reaction.team_id,
+        )
+        address = ReplyAddress(target, team_id=key.workspace, is_dm=incoming.is_dm)
+        incoming = dataclasses.replace(incoming, reply_address=address.as_dict())
+        await self.gateway.submit(incoming, self.reply_for(key, incoming.reply_address, posted=None))
 
     async def _on_feedback(self, ack: Any, body: dict[str, Any]) -> None:
         """A click on an answer's feedback buttons: acked first (Slack wants it within 3 s), then stored."""

@@ -30,6 +30,7 @@ REQUIRED_SCOPES: tuple[str, ...] = (
     "groups:history",  # message.groups (private channels)
     "im:history",  # message.im (DMs)
     "mpim:history",  # message.mpim (group DMs)
+    "reactions:read",  # reaction_added: 🔍 on an answer shows its code
 )
 
 # Message subtypes that are a person talking. Everything else (edits, deletions, joins, bot posts…) is dropped.
@@ -407,6 +408,35 @@ def feedback_click(body: Any, default_team: str) -> FeedbackClick | None:
         return None
     team = _id(_object(body.get("team")).get("id")) or default_team
     return FeedbackClick(ThreadKey(PLATFORM, team, channel, thread), turn=turn, user=user, value=value)
+
+
+# The reactions that ask for an answer's code (``show work``): 🔍 and 🔎.
+SHOW_WORK_REACTIONS = frozenset({"mag", "mag_right"})
+
+
+@dataclass(frozen=True, slots=True)
+class ShowWorkReaction:
+    """A 🔍 on a message: ``ref`` (``channel:ts``) names it, as the engine keeps each answer's message."""
+
+    team_id: str
+    channel: str
+    ref: str
+    user: str
+    event_id: str
+
+
+def show_work_reaction(body: Any, default_team: str) -> ShowWorkReaction | None:
+    """The 🔍 in a ``reaction_added`` event on a message, or None (another emoji, a file, a malformed event)."""
+    event = _object(body.get("event")) if isinstance(body, dict) else {}
+    if event.get("type") != "reaction_added" or event.get("reaction") not in SHOW_WORK_REACTIONS:
+        return None
+    item = _object(event.get("item"))
+    channel, ts, user = _id(item.get("channel")), _id(item.get("ts")), _id(event.get("user"))
+    if item.get("type") != "message" or not (channel and ts and user):
+        return None
+    team = _id(body.get("team_id")) or default_team
+    event_id = _id(body.get("event_id")) or f"{channel}:{ts}:{user}:{_id(event.get('event_ts'))}"
+    return ShowWorkReaction(team, channel, f"{channel}:{ts}", user, event_id)
 
 
 def missing_scopes(granted_header: str | None) -> list[str]:

@@ -223,6 +223,13 @@ class SlackReply:
             self._inherited = _Message(ts=posted, inherited=True)
             self._run.messages.append(self._inherited)
 
+    @property
+    def answer_ref(self) -> str | None:
+        """The answer's last text message as ``channel:ts`` (once it is posted): the message a 🔍 reaction names
+        to see the answer's code (``show work``)."""
+        message = self._last_text
+        return f"{self._target.channel}:{message.ts}" if message is not None and message.ts else None
+
     # --- ReplyStream -----------------------------------------------------------------------------------------
     async def start(self) -> None:
         self._raise_background_error()
@@ -444,6 +451,7 @@ class SlackReply:
     async def _stream_append(self, message: _Message, text: str) -> bool:
         stream = await self._open_stream(message)
         is_new = stream.ts is None
+        first_text = not message.shown  # a stream that a step started holds no text yet
         await self._spend("chat.startStream" if is_new else "chat.appendStream")
         try:
             await stream.append(markdown_text=text[len(message.shown) :])
@@ -452,7 +460,7 @@ class SlackReply:
             return False
         message.ts = stream.ts
         message.shown = text
-        self._after_edit(message, self._opts.stream_interval, is_new=is_new)
+        self._after_edit(message, self._opts.stream_interval, is_new=is_new or first_text)
         if is_new:
             await self._report(stream.ts)
         return True
@@ -572,6 +580,7 @@ class SlackReply:
         if stream is None:
             return
         rest = text[len(message.shown) :] if text is not None else ""
+        first_text = bool(rest) and not message.shown  # a stream that a step started holds no text yet
         if stream.ts is None and not rest:
             message.stream = None  # never started: nothing to end
             return
@@ -612,7 +621,7 @@ class SlackReply:
         message.stream = None
         if rest and text is not None:
             message.shown = text
-        if is_new:
+        if is_new or first_text:
             self._mark_new_message()
             await self._report(stream.ts)
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 from bot.store.contract import (
     SCHEMA_VERSION,
     AccessRule,
+    AnswerRecord,
     BudgetOverride,
     BudgetSpend,
+    ContainerFile,
+    Document,
     FeedbackRow,
     InboxEntry,
     InboxState,
@@ -20,18 +23,24 @@ from bot.store.contract import (
     Store,
     StoredImage,
     StoreUnavailable,
+    ThreadFile,
     ThreadRecord,
     UsageRow,
     UsageTotal,
+    channel_scope,
+    thread_scope,
 )
 from bot.store.location import DatabaseLocation, parse_database
 
 __all__ = [
     "SCHEMA_VERSION",
     "AccessRule",
+    "AnswerRecord",
     "BudgetOverride",
     "BudgetSpend",
+    "ContainerFile",
     "DatabaseLocation",
+    "Document",
     "FeedbackRow",
     "InboxEntry",
     "InboxState",
@@ -39,11 +48,14 @@ __all__ = [
     "Store",
     "StoreUnavailable",
     "StoredImage",
+    "ThreadFile",
     "ThreadRecord",
     "UsageRow",
     "UsageTotal",
+    "channel_scope",
     "open_store",
     "parse_database",
+    "thread_scope",
 ]
 
 

@@ -11,7 +11,7 @@ from bot.errors import UserFacingError
 from bot.types import ThreadKey
 
 # Both backends migrate forward to this version; a database with a newer version is refused.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class SchemaTooNew(RuntimeError):
@@ -140,6 +140,62 @@ class InboxEntry:
     address: str
     posted: str | None
     accepted_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A file in a retrieval scope's vector store: its name as the user sent it, the OpenAI file id it was
+    uploaded as (files outlive vector stores, so an expired store is rebuilt from these), and its content hash."""
+
+    name: str
+    file_id: str
+    sha256: str
+    added_at: float
+
+
+def thread_scope(key: ThreadKey) -> str:
+    """The retrieval scope of one thread's documents: the whole thread key, so no other thread shares it."""
+    return f"thread:{key}"
+
+
+def channel_scope(platform: str, workspace: str, channel: str) -> str:
+    """The retrieval scope of a channel's knowledge base (every thread of that channel searches it)."""
+    return f"channel:{platform}:{workspace}:{channel}"
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadFile:
+    """A file of one thread that its code interpreter works on: uploaded once to OpenAI Files (``file_id``), so
+    a container made again after the old one expired gets it back. ``route`` is ``bot.upload_routing``'s."""
+
+    sha256: str
+    filename: str
+    mime: str
+    route: str
+    file_id: str
+    added_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerFile:
+    """A file in a code-interpreter container: one threadline put there (``sha256`` of its bytes), or one the
+    code made and threadline has posted (``sha256`` empty). ``path`` is where the code finds it."""
+
+    file_id: str
+    path: str
+    sha256: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerRecord:
+    """One response of an answer: ``ref`` names the platform message that showed it (``""`` where none, e.g.
+    the console), ``code`` whether the code interpreter ran in it (``show work`` reads those back)."""
+
+    key: ThreadKey
+    response_id: str
+    ref: str
+    code: bool
+    at: float
 
 
 class Store(Protocol):
@@ -352,6 +408,83 @@ class Store(Protocol):
     async def claim_refusal_reply(self, platform: str, user: str, every_secs: float) -> bool:
         """Whether a refused user may be told so now: True, recording now, when they were never told or last told
         at least ``every_secs`` ago. Atomic, so of two replicas refusing the same user at once only one tells."""
+        ...
+
+    # --- retrieval and knowledge base ------------------------------------------------------------------------
+    # A scope is ``thread_scope(key)`` (a thread's documents) or ``channel_scope(…)`` (a channel's knowledge
+    # base); each has at most one vector store and any number of documents.
+    async def vector_store(self, scope: str) -> str | None:
+        """The scope's vector store id, if one was made."""
+        ...
+
+    async def save_vector_store(self, scope: str, vector_store_id: str) -> None:
+        """Keep (or replace, after a rebuild) the scope's vector store id."""
+        ...
+
+    async def documents(self, scope: str) -> list[Document]:
+        """The scope's documents, oldest first."""
+        ...
+
+    async def save_document(self, scope: str, document: Document) -> None:
+        """Add a document to the scope (one per content hash: the same bytes again replace the row)."""
+        ...
+
+    async def remove_documents(self, scope: str, name: str) -> list[Document]:
+        """Remove the scope's documents with this name; returns what was removed."""
+        ...
+
+    async def forget_scope(self, scope: str) -> None:
+        """Drop the scope's vector store id and documents (a thread's ``reset``)."""
+        ...
+
+    # --- containers and thread files -------------------------------------------------------------------------
+    # A thread has at most one code-interpreter container; only that thread's key ever finds it, its files and
+    # its answers' code, so no other thread can reach them.
+    async def add_thread_file(self, key: ThreadKey, file: ThreadFile) -> None:
+        """Keep a file for the thread's code interpreter (one per content hash and route: the same bytes again
+        replace the row)."""
+        ...
+
+    async def thread_files(self, key: ThreadKey) -> list[ThreadFile]:
+        """The thread's files, oldest first."""
+        ...
+
+    async def thread_container(self, key: ThreadKey) -> str | None:
+        """The id of the thread's container, if one was made."""
+        ...
+
+    async def save_thread_container(self, key: ThreadKey, container_id: str) -> None:
+        """Keep the thread's container id (a new one, made after the old expired, replaces it)."""
+        ...
+
+    async def save_container_file(self, container_id: str, file: ContainerFile) -> None:
+        """Remember a file that is in the container (uploaded by threadline, or made by code and posted)."""
+        ...
+
+    async def container_files(self, container_id: str) -> list[ContainerFile]:
+        """The files remembered for a container, oldest first."""
+        ...
+
+    async def shared_file(self, sha256: str) -> str | None:
+        """The OpenAI file id of a file threadline itself ships (the CJK font), uploaded once for every thread."""
+        ...
+
+    async def save_shared_file(self, sha256: str, file_id: str) -> None: ...
+
+    async def save_answer(self, record: AnswerRecord) -> None:
+        """Keep one response of an answer (the same response again replaces the row)."""
+        ...
+
+    async def code_answers(self, key: ThreadKey, limit: int) -> list[AnswerRecord]:
+        """The thread's responses that ran code, newest first."""
+        ...
+
+    async def answers_by_ref(self, platform: str, ref: str) -> list[AnswerRecord]:
+        """The responses of the answer a platform message showed (``ref``), newest first; empty if unknown."""
+        ...
+
+    async def forget_thread_files(self, key: ThreadKey) -> str | None:
+        """Drop the thread's files, container and answers (a ``reset``); returns the container id it had."""
         ...
 
 

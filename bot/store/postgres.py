@@ -27,13 +27,17 @@ from psycopg_pool import AsyncConnectionPool
 from bot.store.contract import (
     SCHEMA_VERSION,
     AccessRule,
+    AnswerRecord,
     BudgetOverride,
     BudgetSpend,
+    ContainerFile,
+    Document,
     FeedbackRow,
     InboxEntry,
     InboxState,
     StoredImage,
     StoreUnavailable,
+    ThreadFile,
     ThreadRecord,
     UsageRow,
     UsageTotal,
@@ -127,7 +131,33 @@ _V5: Final = (
         platform text NOT NULL, "user" text NOT NULL, tokens double precision NOT NULL,
         updated_at double precision NOT NULL, PRIMARY KEY (platform, "user"))""",
 )
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4, _V5)
+# Retrieval: each scope's vector store (a thread's, a channel knowledge base's) and the documents in it.
+_V6: Final = (
+    """CREATE TABLE vector_stores (
+        scope text PRIMARY KEY, vector_store_id text NOT NULL, created_at double precision NOT NULL)""",
+    """CREATE TABLE documents (
+        scope text NOT NULL, sha256 text NOT NULL, name text NOT NULL, file_id text NOT NULL,
+        added_at double precision NOT NULL, PRIMARY KEY (scope, sha256))""",
+    # Containers and thread files (as SQLite's _v6).
+    """CREATE TABLE thread_files (
+        thread_key text NOT NULL, sha256 text NOT NULL, route text NOT NULL, filename text NOT NULL,
+        mime text NOT NULL, file_id text NOT NULL, added_at double precision NOT NULL,
+        PRIMARY KEY (thread_key, sha256, route))""",
+    """CREATE TABLE thread_containers (
+        thread_key text PRIMARY KEY, container_id text NOT NULL, created_at double precision)""",
+    """CREATE TABLE container_files (
+        container_id text NOT NULL, file_id text NOT NULL, path text NOT NULL, sha256 text NOT NULL,
+        added_at double precision NOT NULL, seq bigint GENERATED ALWAYS AS IDENTITY,
+        PRIMARY KEY (container_id, file_id))""",
+    "CREATE TABLE shared_files (sha256 text PRIMARY KEY, file_id text NOT NULL, created_at double precision)",
+    """CREATE TABLE answers (
+        thread_key text NOT NULL, response_id text NOT NULL, ref text NOT NULL, code boolean NOT NULL,
+        at double precision NOT NULL, seq bigint GENERATED ALWAYS AS IDENTITY,
+        PRIMARY KEY (thread_key, response_id))""",
+    "CREATE INDEX answers_ref ON answers (ref)",
+    "CREATE INDEX answers_code ON answers (thread_key, code, at)",
+)
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4, _V5, _V6)
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 _VERSION_TABLE: Final = """CREATE TABLE IF NOT EXISTS schema_version (
@@ -847,6 +877,151 @@ class PostgresStore:
         )
         return row is not None
 
+    # --- retrieval and knowledge base ------------------------------------------------------------------------
+    async def vector_store(self, scope: str) -> str | None:
+        row = await self._one("SELECT vector_store_id FROM vector_stores WHERE scope = %s", (scope,))
+        return str(row[0]) if row else None
+
+    async def save_vector_store(self, scope: str, vector_store_id: str) -> None:
+        await self._run(
+            """INSERT INTO vector_stores (scope, vector_store_id, created_at) VALUES (%s, %s, %s)
+               ON CONFLICT (scope) DO UPDATE SET vector_store_id = excluded.vector_store_id,
+                 created_at = excluded.created_at""",
+            (scope, vector_store_id, self._clock()),
+            order=f"vector_stores:{scope}",
+        )
+
+    async def documents(self, scope: str) -> list[Document]:
+        rows = await self._all(
+            'SELECT name, file_id, sha256, added_at FROM documents WHERE scope = %s ORDER BY added_at, name COLLATE "C"'
+            "",
+            (scope,),
+        )
+        return [Document(str(n), str(f), str(h), float(a)) for n, f, h, a in rows]
+
+    async def save_document(self, scope: str, document: Document) -> None:
+        await self._run(
+            """INSERT INTO documents (scope, sha256, name, file_id, added_at) VALUES (%s, %s, %s, %s, %s)
+               ON CONFLICT (scope, sha256) DO UPDATE SET name = excluded.name, file_id = excluded.file_id,
+                 added_at = excluded.added_at""",
+            (scope, document.sha256, document.name, document.file_id, document.added_at),
+            order=f"documents:{scope}:{document.sha256}",
+        )
+
+    async def remove_documents(self, scope: str, name: str) -> list[Document]:
+        rows = await self._submit(
+            "DELETE FROM documents WHERE scope = %s AND name = %s RETURNING name, file_id, sha256, added_at",
+            (scope, name),
+            "all",
+            f"documents:{scope}",
+        )
+        return [Document(str(n), str(f), str(h), float(a)) for n, f, h, a in rows]
+
+    async def forget_scope(self, scope: str) -> None:
+        # One statement, so one transaction: the documents go with the store that held them.
+        await self._run(
+            """WITH gone AS (DELETE FROM documents WHERE scope = %s)
+               DELETE FROM vector_stores WHERE scope = %s""",
+            (scope, scope),
+            order=f"documents:{scope}",
+        )
+
+    # --- containers and thread files -------------------------------------------------------------------------
+    async def add_thread_file(self, key: ThreadKey, file: ThreadFile) -> None:
+        await self._run(
+            """INSERT INTO thread_files (thread_key, sha256, route, filename, mime, file_id, added_at)
+               VALUES (%s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (thread_key, sha256, route) DO UPDATE SET filename = excluded.filename,
+                 mime = excluded.mime, file_id = excluded.file_id, added_at = excluded.added_at""",
+            (str(key), file.sha256, file.route, file.filename, file.mime, file.file_id, file.added_at),
+            order=f"thread_files:{key}:{file.sha256}:{file.route}",
+        )
+
+    async def thread_files(self, key: ThreadKey) -> list[ThreadFile]:
+        rows = await self._all(
+            """SELECT sha256, filename, mime, route, file_id, added_at FROM thread_files WHERE thread_key = %s
+               ORDER BY added_at, filename COLLATE "C" """,
+            (str(key),),
+        )
+        return [ThreadFile(str(h), str(n), str(m), str(r), str(f), float(a)) for h, n, m, r, f, a in rows]
+
+    async def thread_container(self, key: ThreadKey) -> str | None:
+        row = await self._one("SELECT container_id FROM thread_containers WHERE thread_key = %s", (str(key),))
+        return str(row[0]) if row else None
+
+    async def save_thread_container(self, key: ThreadKey, container_id: str) -> None:
+        await self._run(
+            """INSERT INTO thread_containers (thread_key, container_id, created_at) VALUES (%s, %s, %s)
+               ON CONFLICT (thread_key) DO UPDATE SET container_id = excluded.container_id,
+                 created_at = excluded.created_at""",
+            (str(key), container_id, self._clock()),
+            order=f"thread_containers:{key}",
+        )
+
+    async def save_container_file(self, container_id: str, file: ContainerFile) -> None:
+        await self._run(
+            """INSERT INTO container_files (container_id, file_id, path, sha256, added_at)
+               VALUES (%s, %s, %s, %s, %s)
+               ON CONFLICT (container_id, file_id) DO UPDATE SET path = excluded.path, sha256 = excluded.sha256""",
+            (container_id, file.file_id, file.path, file.sha256, self._clock()),
+            order=f"container_files:{container_id}:{file.file_id}",
+        )
+
+    async def container_files(self, container_id: str) -> list[ContainerFile]:
+        rows = await self._all(
+            """SELECT file_id, path, sha256 FROM container_files WHERE container_id = %s
+               ORDER BY added_at, seq""",
+            (container_id,),
+        )
+        return [ContainerFile(str(f), str(p), str(h)) for f, p, h in rows]
+
+    async def shared_file(self, sha256: str) -> str | None:
+        row = await self._one("SELECT file_id FROM shared_files WHERE sha256 = %s", (sha256,))
+        return str(row[0]) if row else None
+
+    async def save_shared_file(self, sha256: str, file_id: str) -> None:
+        await self._run(
+            """INSERT INTO shared_files (sha256, file_id, created_at) VALUES (%s, %s, %s)
+               ON CONFLICT (sha256) DO UPDATE SET file_id = excluded.file_id, created_at = excluded.created_at""",
+            (sha256, file_id, self._clock()),
+            order=f"shared_files:{sha256}",
+        )
+
+    async def save_answer(self, record: AnswerRecord) -> None:
+        await self._run(
+            """INSERT INTO answers (thread_key, response_id, ref, code, at) VALUES (%s, %s, %s, %s, %s)
+               ON CONFLICT (thread_key, response_id) DO UPDATE SET ref = excluded.ref, code = excluded.code,
+                 at = excluded.at""",
+            (str(record.key), record.response_id, record.ref, record.code, record.at),
+            order=f"answers:{record.key}:{record.response_id}",
+        )
+
+    async def code_answers(self, key: ThreadKey, limit: int) -> list[AnswerRecord]:
+        rows = await self._all(
+            f"{_ANSWER} WHERE thread_key = %s AND code ORDER BY at DESC, seq DESC LIMIT %s", (str(key), limit)
+        )
+        return [_answer(row) for row in rows]
+
+    async def answers_by_ref(self, platform: str, ref: str) -> list[AnswerRecord]:
+        rows = await self._all(
+            f"{_ANSWER} WHERE ref = %s AND left(thread_key, %s) = %s ORDER BY at DESC, seq DESC",
+            (ref, len(platform) + 1, f"{platform}:"),
+        )
+        return [_answer(row) for row in rows]
+
+    async def forget_thread_files(self, key: ThreadKey) -> str | None:
+        # One statement, so one transaction: the container's files go with the container, the answers with both.
+        row = await self._one(
+            """WITH gone AS (DELETE FROM thread_containers WHERE thread_key = %s RETURNING container_id),
+               files AS (DELETE FROM container_files WHERE container_id IN (SELECT container_id FROM gone)),
+               thread AS (DELETE FROM thread_files WHERE thread_key = %s),
+               answers AS (DELETE FROM answers WHERE thread_key = %s)
+               SELECT container_id FROM gone""",
+            (str(key), str(key), str(key)),
+            order=f"thread_containers:{key}",
+        )
+        return str(row[0]) if row else None
+
 
 _ENTRY: Final = "SELECT id, thread_key, state, message, address, posted, accepted_at FROM inbox"
 
@@ -856,6 +1031,14 @@ def _entry(row: tuple[Any, ...]) -> InboxEntry:
     return InboxEntry(
         int(entry_id), ThreadKey.parse(key), InboxState(state), message, address, posted, float(accepted_at)
     )
+
+
+_ANSWER: Final = "SELECT thread_key, response_id, ref, code, at FROM answers"
+
+
+def _answer(row: tuple[Any, ...]) -> AnswerRecord:
+    key, response_id, ref, code, at = row
+    return AnswerRecord(ThreadKey.parse(key), str(response_id), str(ref), bool(code), float(at))
 
 
 def _settle(call: _Call, value: Any) -> None:

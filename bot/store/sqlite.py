@@ -18,14 +18,18 @@ import sqlite_utils
 from bot.store.contract import (
     SCHEMA_VERSION,
     AccessRule,
+    AnswerRecord,
     BudgetOverride,
     BudgetSpend,
+    ContainerFile,
+    Document,
     FeedbackRow,
     InboxEntry,
     InboxState,
     SchemaTooNew,
     StoredImage,
     StoreUnavailable,
+    ThreadFile,
     ThreadRecord,
     UsageRow,
     UsageTotal,
@@ -130,7 +134,43 @@ def _v5(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3, _v4, _v5)
+def _v6(db: sqlite_utils.Database) -> None:
+    """Retrieval: each scope's vector store (a thread's, a channel knowledge base's) and the documents in it."""
+    db.execute(
+        "CREATE TABLE vector_stores (scope TEXT PRIMARY KEY, vector_store_id TEXT NOT NULL, created_at REAL NOT NULL)"
+    )
+    db.execute(
+        """CREATE TABLE documents (
+            scope TEXT NOT NULL, sha256 TEXT NOT NULL, name TEXT NOT NULL, file_id TEXT NOT NULL,
+            added_at REAL NOT NULL, PRIMARY KEY (scope, sha256))"""
+    )
+    # Containers and thread files: each thread's code-interpreter files and container, the files known to be in
+    # a container, files threadline ships (the CJK font), and the responses of answers (for show work).
+    db.execute(
+        """CREATE TABLE thread_files (
+            thread_key TEXT NOT NULL, sha256 TEXT NOT NULL, route TEXT NOT NULL, filename TEXT NOT NULL,
+            mime TEXT NOT NULL, file_id TEXT NOT NULL, added_at REAL NOT NULL,
+            PRIMARY KEY (thread_key, sha256, route))"""
+    )
+    db.execute(
+        "CREATE TABLE thread_containers (thread_key TEXT PRIMARY KEY, container_id TEXT NOT NULL, created_at REAL)"
+    )
+    db.execute(
+        """CREATE TABLE container_files (
+            container_id TEXT NOT NULL, file_id TEXT NOT NULL, path TEXT NOT NULL, sha256 TEXT NOT NULL,
+            added_at REAL NOT NULL, PRIMARY KEY (container_id, file_id))"""
+    )
+    db.execute("CREATE TABLE shared_files (sha256 TEXT PRIMARY KEY, file_id TEXT NOT NULL, created_at REAL)")
+    db.execute(
+        """CREATE TABLE answers (
+            thread_key TEXT NOT NULL, response_id TEXT NOT NULL, ref TEXT NOT NULL, code INTEGER NOT NULL,
+            at REAL NOT NULL, PRIMARY KEY (thread_key, response_id))"""
+    )
+    db.execute("CREATE INDEX answers_ref ON answers (ref)")
+    db.execute("CREATE INDEX answers_code ON answers (thread_key, code, at)")
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3, _v4, _v5, _v6)
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -570,6 +610,125 @@ class SqliteStore:
         )
         return cur.rowcount == 1
 
+    # --- retrieval and knowledge base ------------------------------------------------------------------------
+    async def vector_store(self, scope: str) -> str | None:
+        row = self.conn.execute("SELECT vector_store_id FROM vector_stores WHERE scope = ?", (scope,)).fetchone()
+        return str(row[0]) if row else None
+
+    async def save_vector_store(self, scope: str, vector_store_id: str) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO vector_stores (scope, vector_store_id, created_at) VALUES (?, ?, ?)",
+            (scope, vector_store_id, self._clock()),
+        )
+
+    async def documents(self, scope: str) -> list[Document]:
+        rows = self.conn.execute(
+            "SELECT name, file_id, sha256, added_at FROM documents WHERE scope = ? ORDER BY added_at, name", (scope,)
+        ).fetchall()
+        return [Document(str(n), str(f), str(h), float(a)) for n, f, h, a in rows]
+
+    async def save_document(self, scope: str, document: Document) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO documents (scope, sha256, name, file_id, added_at) VALUES (?, ?, ?, ?, ?)",
+            (scope, document.sha256, document.name, document.file_id, document.added_at),
+        )
+
+    async def remove_documents(self, scope: str, name: str) -> list[Document]:
+        rows = self.conn.execute(
+            "DELETE FROM documents WHERE scope = ? AND name = ? RETURNING name, file_id, sha256, added_at",
+            (scope, name),
+        ).fetchall()
+        return [Document(str(n), str(f), str(h), float(a)) for n, f, h, a in rows]
+
+    async def forget_scope(self, scope: str) -> None:
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("DELETE FROM documents WHERE scope = ?", (scope,))
+            self.conn.execute("DELETE FROM vector_stores WHERE scope = ?", (scope,))
+
+    # --- containers and thread files -------------------------------------------------------------------------
+    async def add_thread_file(self, key: ThreadKey, file: ThreadFile) -> None:
+        self.conn.execute(
+            """INSERT OR REPLACE INTO thread_files (thread_key, sha256, route, filename, mime, file_id, added_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            (str(key), file.sha256, file.route, file.filename, file.mime, file.file_id, file.added_at),
+        )
+
+    async def thread_files(self, key: ThreadKey) -> list[ThreadFile]:
+        rows = self.conn.execute(
+            """SELECT sha256, filename, mime, route, file_id, added_at FROM thread_files WHERE thread_key = ?
+               ORDER BY added_at, filename""",
+            (str(key),),
+        ).fetchall()
+        return [ThreadFile(str(h), str(n), str(m), str(r), str(f), float(a)) for h, n, m, r, f, a in rows]
+
+    async def thread_container(self, key: ThreadKey) -> str | None:
+        row = self.conn.execute(
+            "SELECT container_id FROM thread_containers WHERE thread_key = ?", (str(key),)
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    async def save_thread_container(self, key: ThreadKey, container_id: str) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO thread_containers (thread_key, container_id, created_at) VALUES (?, ?, ?)",
+            (str(key), container_id, self._clock()),
+        )
+
+    async def save_container_file(self, container_id: str, file: ContainerFile) -> None:
+        self.conn.execute(
+            """INSERT OR REPLACE INTO container_files (container_id, file_id, path, sha256, added_at)
+               VALUES (?, ?, ?, ?, ?)""",
+            (container_id, file.file_id, file.path, file.sha256, self._clock()),
+        )
+
+    async def container_files(self, container_id: str) -> list[ContainerFile]:
+        rows = self.conn.execute(
+            "SELECT file_id, path, sha256 FROM container_files WHERE container_id = ? ORDER BY added_at, rowid",
+            (container_id,),
+        ).fetchall()
+        return [ContainerFile(str(f), str(p), str(h)) for f, p, h in rows]
+
+    async def shared_file(self, sha256: str) -> str | None:
+        row = self.conn.execute("SELECT file_id FROM shared_files WHERE sha256 = ?", (sha256,)).fetchone()
+        return str(row[0]) if row else None
+
+    async def save_shared_file(self, sha256: str, file_id: str) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO shared_files (sha256, file_id, created_at) VALUES (?, ?, ?)",
+            (sha256, file_id, self._clock()),
+        )
+
+    async def save_answer(self, record: AnswerRecord) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO answers (thread_key, response_id, ref, code, at) VALUES (?, ?, ?, ?, ?)",
+            (str(record.key), record.response_id, record.ref, int(record.code), record.at),
+        )
+
+    async def code_answers(self, key: ThreadKey, limit: int) -> list[AnswerRecord]:
+        rows = self.conn.execute(
+            f"{_ANSWER} WHERE thread_key = ? AND code = 1 ORDER BY at DESC, rowid DESC LIMIT ?", (str(key), limit)
+        ).fetchall()
+        return [_answer(row) for row in rows]
+
+    async def answers_by_ref(self, platform: str, ref: str) -> list[AnswerRecord]:
+        rows = self.conn.execute(
+            f"{_ANSWER} WHERE ref = ? AND substr(thread_key, 1, ?) = ? ORDER BY at DESC, rowid DESC",
+            (ref, len(platform) + 1, f"{platform}:"),
+        ).fetchall()
+        return [_answer(row) for row in rows]
+
+    async def forget_thread_files(self, key: ThreadKey) -> str | None:
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            row = self.conn.execute(
+                "DELETE FROM thread_containers WHERE thread_key = ? RETURNING container_id", (str(key),)
+            ).fetchone()
+            if row is not None:
+                self.conn.execute("DELETE FROM container_files WHERE container_id = ?", (row[0],))
+            self.conn.execute("DELETE FROM thread_files WHERE thread_key = ?", (str(key),))
+            self.conn.execute("DELETE FROM answers WHERE thread_key = ?", (str(key),))
+        return str(row[0]) if row else None
+
 
 _ENTRY = "SELECT id, thread_key, state, message, address, posted, accepted_at FROM inbox"
 
@@ -585,3 +744,11 @@ def _entry(row: tuple[Any, ...]) -> InboxEntry:
     return InboxEntry(
         int(entry_id), ThreadKey.parse(key), InboxState(state), message, address, posted, float(accepted_at)
     )
+
+
+_ANSWER = "SELECT thread_key, response_id, ref, code, at FROM answers"
+
+
+def _answer(row: tuple[Any, ...]) -> AnswerRecord:
+    key, response_id, ref, code, at = row
+    return AnswerRecord(ThreadKey.parse(key), str(response_id), str(ref), bool(code), float(at))

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import sys
 import time
 import uuid
@@ -31,7 +32,9 @@ from aiohttp import web
 from PIL import Image, UnidentifiedImageError
 
 from tests.fakes import media, spec
+from tests.fakes.containers import FakeContainers
 from tests.fakes.realtime import FakeRealtime
+from tests.fakes.vector_stores import FakeVectorStores, search_events
 
 log = logging.getLogger("threadline.fake_openai")
 
@@ -112,6 +115,9 @@ class Reply:
     image_b64: str | None = None
     container_file: tuple[str, str, str, bytes] | None = None
     """(container_id, file_id, filename, data): a code_interpreter_call, then a container_file_citation."""
+    function_calls: tuple[tuple[str, dict[str, Any]], ...] | None = None
+    """(tool name, arguments): function_call items to emit, for tools the request offers (default: the scripted
+    rules of ``auto_calls``, e.g. "weather in Paris and Tokyo" → two ``get_weather`` calls)."""
     conversation_missing: bool = False
     error_code: str | None = None
     """Code for ``status``/``end`` failed/error (defaults: per status; ``server_error`` for failed/error)."""
@@ -281,6 +287,7 @@ class Turn:
     message_id: str = field(default_factory=lambda: new_id("msg_"))
     created_at: int = field(default_factory=lambda: int(time.time()))
     tool_items: list[dict[str, Any]] = field(default_factory=list)
+    citations: list[dict[str, Any]] = field(default_factory=list)  # file_citation annotations, by text index
     output: list[dict[str, Any]] = field(default_factory=list)
     sent_text: str = ""  # the text deltas the client was sent
     finished: bool = False  # the whole stream was written; a response read back before that was cut short
@@ -329,12 +336,23 @@ def plan_turn(body: dict[str, Any], reply: Reply, conversation: FakeConversation
     user_texts = [message_text(i) for i in earlier if _is_message(i) and i.get("role") == "user"]
     last = inputs[-1] if inputs else None
     current = user_texts.pop() if _is_message(last) and last and last.get("role") == "user" else ""
+    tool_outputs = [i for i in inputs if i.get("type") == "function_call_output"]
+    calls = [] if reply.end in {"failed", "error"} else function_call_items(body, reply, current)
+    mcp = [] if reply.end in {"failed", "error"} else mcp_items(body, current, conversation)
     if reply.text is not None:
         text = reply.text
-    elif reply.end in {"failed", "error"}:
+    elif reply.end in {"failed", "error"} or calls:
         text = ""
+    elif tool_outputs:
+        text = tool_results_text(tool_outputs, earlier)
     else:
         text = default_text([t for t in user_texts if t], current, attachment_count(inputs))
+        for item in mcp:
+            if item["type"] == "mcp_call":
+                text += f" The {item['server_label']} tool {item['name']} answered: «{item['output']}»."
+    text_format = (body.get("text") or {}).get("format") or {}
+    if text and reply.text is None and text_format.get("type") in {"json_object", "json_schema"}:
+        text = json_answer(text_format, text)
     all_texts = [body.get("instructions") or "", *(message_text(i) for i in earlier if _is_message(i))]
     tokens_in, tokens_out = reply.usage or (rough_tokens(all_texts), len(text) // 4 + 1)
     usage = {
@@ -345,11 +363,177 @@ def plan_turn(body: dict[str, Any], reply: Reply, conversation: FakeConversation
         "total_tokens": tokens_in + tokens_out,
     }
     turn = Turn(body=body, reply=reply, conversation=conversation, text=text, inputs=inputs, usage=usage)
+    turn.tool_items.extend(mcp)
     if reply.image_b64:
         turn.tool_items.append(_image_item(reply.image_b64, current))
     if reply.container_file:
         turn.tool_items.append(_code_item(reply.container_file, body))
+    turn.tool_items.extend(calls)
     return turn
+
+
+# --- function calls, MCP calls and JSON answers -----------------------------------------------------
+
+# What the fake model asks for when no answer is scripted: (pattern on the user's message, the tool it calls).
+AUTO_CALLS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\bweather (?:in|for) (.+?)[?.!]*$", re.IGNORECASE), "get_weather"),
+    (re.compile(r"\btime (?:is it )?in ([A-Za-z_]+/[\w/+-]+|UTC)\b", re.IGNORECASE), "current_time"),
+    (re.compile(r"\bcalculate (.+?)\s*$", re.IGNORECASE), "calculate"),
+)
+
+
+def offered_functions(body: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["name"]: t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"}
+
+
+def auto_calls(current: str, offered: Mapping[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """The calls a tool-using model would make for ``current``: "weather in Paris and Tokyo" is two calls, in
+    parallel; each goes to the tool's first parameter."""
+    for pattern, name in AUTO_CALLS:
+        match = pattern.search(current)
+        if match is None or name not in offered:
+            continue
+        params = offered[name].get("parameters") or {}
+        first = next(iter(params.get("required") or params.get("properties") or ["input"]))
+        values = re.split(r"\s*(?:,|\band\b)\s*", match[1]) if name == "get_weather" else [match[1]]
+        return [(name, {first: value.strip()}) for value in values if value.strip()]
+    return []
+
+
+def function_call_items(body: Mapping[str, Any], reply: Reply, current: str) -> list[dict[str, Any]]:
+    offered = offered_functions(body)
+    if reply.function_calls is not None:
+        wanted = list(reply.function_calls)
+    else:  # a scripted answer is the answer: no calls of the fake's own
+        wanted = auto_calls(current, offered) if reply.text is None else []
+    return [
+        {
+            "id": new_id("fc_"),
+            "type": "function_call",
+            "call_id": new_id("call_"),
+            "name": name,
+            "arguments": json.dumps(arguments),
+            "status": "completed",
+        }
+        for name, arguments in wanted
+        if name in offered
+    ]
+
+
+def tool_results_text(outputs: list[dict[str, Any]], earlier: list[dict[str, Any]]) -> str:
+    """The answer after a function_call_output round: each output quoted with its call id and tool."""
+    names = {i.get("call_id"): i.get("name") for i in earlier if i.get("type") == "function_call"}
+    quoted = [f"[{o.get('call_id')}] {names.get(o.get('call_id'), '?')} → {o.get('output')}" for o in outputs]
+    return "Tool results: " + " | ".join(quoted)
+
+
+def tool_output_problem(conversation: FakeConversation | None, items: list[dict[str, Any]], *, respond: bool) -> str:
+    """What the real API would refuse about function call outputs: an output for a call this conversation never
+    issued (or already answered), or, for a new response, a call of the conversation still without an output."""
+    issued = [
+        i.get("call_id") for i in (conversation.items if conversation else []) if i.get("type") == "function_call"
+    ]
+    answered = {
+        i.get("call_id")
+        for i in (conversation.items if conversation else [])
+        if i.get("type") == "function_call_output"
+    }
+    given: set[Any] = set()
+    for item in items:
+        if item.get("type") != "function_call_output":
+            continue
+        call_id = item.get("call_id")
+        if call_id not in issued or call_id in answered or call_id in given:
+            return f"No tool call found for function call output with call_id {call_id}."
+        given.add(call_id)
+    missing = [c for c in issued if c not in answered and c not in given]
+    if respond and missing:
+        return f"No tool output found for function call {missing[0]}."
+    return ""
+
+
+def mcp_items(body: Mapping[str, Any], current: str, conversation: FakeConversation | None) -> list[dict[str, Any]]:
+    """An ``mcp_call`` (after an ``mcp_list_tools`` the first time in a conversation) for each MCP server the
+    user's message names by its label."""
+    items: list[dict[str, Any]] = []
+    listed = {
+        i.get("server_label") for i in (conversation.items if conversation else []) if i.get("type") == "mcp_list_tools"
+    }
+    for tool in body.get("tools") or []:
+        if not isinstance(tool, dict) or tool.get("type") != "mcp" or not current:
+            continue
+        label = str(tool.get("server_label"))
+        if not re.search(rf"\b{re.escape(label)}\b", current, re.IGNORECASE):
+            continue
+        allowed = tool.get("allowed_tools")
+        names = allowed if isinstance(allowed, list) and allowed else ["search"]
+        if label not in listed:
+            schema = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}
+            listing = [{"name": n, "input_schema": schema, "description": f"{n} on {label}"} for n in names]
+            items.append({"id": new_id("mcpl_"), "type": "mcp_list_tools", "server_label": label, "tools": listing})
+        items.append(
+            {
+                "id": new_id("mcp_"),
+                "type": "mcp_call",
+                "server_label": label,
+                "name": names[0],
+                "arguments": json.dumps({"query": current}),
+                "output": f"{label} found 3 results for {current!r}",
+                "error": None,
+                "status": "completed",
+                "approval_request_id": None,
+            }
+        )
+    return items
+
+
+def json_problem(body: Mapping[str, Any]) -> str:
+    """JSON mode needs the word "json" in the instructions or the input, as the real API insists."""
+    text_format = (body.get("text") or {}).get("format") or {}
+    if text_format.get("type") != "json_object":
+        return ""
+    said = [body.get("instructions") or "", *(message_text(i) for i in input_items(body.get("input", [])))]
+    if any("json" in text.lower() for text in said):
+        return ""
+    return (
+        "Response input messages must contain the word 'json' in some form to use 'text.format' of type 'json_object'."
+    )
+
+
+def json_answer(text_format: Mapping[str, Any], text: str) -> str:
+    """The fake model's JSON answer: ``{"answer": …}`` in JSON mode, a sample of the schema otherwise."""
+    if text_format.get("type") == "json_schema":
+        schema = text_format.get("schema") or {}
+        return json.dumps(sample_of(schema, schema, text), ensure_ascii=False)
+    return json.dumps({"answer": text}, ensure_ascii=False)
+
+
+def sample_of(schema: Any, root: Mapping[str, Any], text: str) -> Any:
+    """A value that fits ``schema`` (strings are ``text``)."""
+    if not isinstance(schema, Mapping):
+        return None
+    if isinstance(ref := schema.get("$ref"), str):
+        target: Any = root
+        for part in ref.removeprefix("#/").split("/"):
+            target = target.get(part, {}) if isinstance(target, Mapping) else {}
+        return sample_of(target, root, text)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            branches = [b for b in schema[key] if isinstance(b, Mapping) and b.get("type") != "null"]
+            return sample_of((branches or schema[key])[0], root, text)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        properties = schema.get("properties") or {}
+        return {name: sample_of(sub, root, text) for name, sub in properties.items()}
+    if kind == "array":
+        return [sample_of(schema.get("items") or {}, root, text)]
+    return {"string": text, "integer": 1, "number": 1.5, "boolean": True}.get(str(kind))
 
 
 def _image_item(b64: str, prompt: str) -> dict[str, Any]:
@@ -397,7 +581,8 @@ def turn_events(turn: Turn) -> Iterator[Step]:
         message = reply.error_message or "An error occurred while processing your request."
         yield {"type": "error", "code": reply.error_code or "server_error", "message": message, "param": None}
         return
-    yield from _message_events(turn, len(turn.output))
+    if turn.text or not any(item["type"] == "function_call" for item in turn.tool_items):
+        yield from _message_events(turn, len(turn.output))
     yield Commit()
     if reply.end == "incomplete":
         details = {"reason": "max_output_tokens"}
@@ -417,6 +602,25 @@ def _tool_events(item: dict[str, Any], index: int) -> Iterator[Step]:
         partial = {"partial_image_b64": item["result"], "partial_image_index": 0}
         yield {"type": "response.image_generation_call.partial_image", **ids, **partial}
         yield {"type": "response.image_generation_call.completed", **ids}
+    elif item["type"] == "function_call":
+        added = {**item, "status": "in_progress", "arguments": ""}
+        yield {"type": "response.output_item.added", "output_index": index, "item": added}
+        yield {"type": "response.function_call_arguments.delta", **ids, "delta": item["arguments"]}
+        done = {"arguments": item["arguments"], "name": item["name"]}
+        yield {"type": "response.function_call_arguments.done", **ids, **done}
+    elif item["type"] == "mcp_list_tools":
+        yield {"type": "response.output_item.added", "output_index": index, "item": {**item, "tools": []}}
+        yield {"type": "response.mcp_list_tools.in_progress", **ids}
+        yield {"type": "response.mcp_list_tools.completed", **ids}
+    elif item["type"] == "mcp_call":
+        added = {**item, "status": "in_progress", "arguments": "", "output": None}
+        yield {"type": "response.output_item.added", "output_index": index, "item": added}
+        yield {"type": "response.mcp_call_arguments.delta", **ids, "delta": item["arguments"]}
+        yield {"type": "response.mcp_call_arguments.done", **ids, "arguments": item["arguments"]}
+        yield {"type": "response.mcp_call.in_progress", **ids}
+        yield {"type": "response.mcp_call.completed", **ids}
+    elif item["type"] == "file_search_call":
+        yield from search_events(item, index)
     else:
         added = {**item, "status": "in_progress", "code": "", "outputs": None}
         yield {"type": "response.output_item.added", "output_index": index, "item": added}
@@ -432,10 +636,12 @@ def _text_deltas(turn: Turn, index: int) -> Iterator[Step]:
     reply = turn.reply
     text = turn.text if reply.cut_after is None else turn.text[: reply.cut_after]
     size = max(1, reply.chunk)
-    for start in range(0, len(text), size):
+    cited = {int(c["index"]) for c in turn.citations if 0 < int(c["index"]) < len(text)}  # a citation ends a delta
+    starts = sorted(set(range(0, len(text), size)) | cited)
+    for start, end in zip(starts, [*starts[1:], len(text)][: len(starts)], strict=True):
         if start and reply.token_interval:
             yield Pause(reply.token_interval)
-        delta = text[start : start + size]
+        delta = text[start:end]
         ids = {"item_id": turn.message_id, "output_index": index, "content_index": 0}
         yield {"type": "response.output_text.delta", **ids, "delta": delta, "logprobs": []}
     if reply.cut_after is not None:
@@ -449,8 +655,16 @@ def _message_events(turn: Turn, index: int) -> Iterator[Step]:
     yield {"type": "response.output_item.added", "output_index": index, "item": message}
     empty = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
     yield {"type": "response.content_part.added", **ids, "part": empty}
-    yield from _text_deltas(turn, index)
-    annotations = []
+    annotations: list[dict[str, Any]] = []
+    cites, sent = list(turn.citations), 0
+    for step in _text_deltas(turn, index):  # each citation right after the text it cites, as the API streams them
+        yield step
+        if isinstance(step, dict) and step["type"] == "response.output_text.delta":
+            sent += len(step["delta"])
+            while cites and cites[0]["index"] <= sent:
+                annotations.append(cites.pop(0))
+                note = {"annotation_index": len(annotations) - 1, "annotation": annotations[-1]}
+                yield {"type": "response.output_text.annotation.added", **ids, **note}
     if reply.container_file:
         container_id, file_id, filename, _data = reply.container_file
         annotations.append(
@@ -463,7 +677,7 @@ def _message_events(turn: Turn, index: int) -> Iterator[Step]:
                 "end_index": len(turn.text),
             }
         )
-        annotation = {"annotation_index": 0, "annotation": annotations[0]}
+        annotation = {"annotation_index": len(annotations) - 1, "annotation": annotations[-1]}
         yield {"type": "response.output_text.annotation.added", **ids, **annotation}
     yield {"type": "response.output_text.done", **ids, "text": turn.text, "logprobs": []}
     part = {"type": "output_text", "text": turn.text, "annotations": annotations, "logprobs": []}
@@ -623,6 +837,10 @@ class FakeOpenAI:
         """Seconds a conversation create or update takes (the round trip to OpenAI, for the benchmarks)."""
         self.conversation_create_status: int | None = None
         """While set, every ``POST /v1/conversations`` answers this HTTP error status (an outage)."""
+        self.vector_stores = FakeVectorStores(self.files.get)
+        self.containers = FakeContainers(self)
+        """Code-interpreter containers and their files; code the model runs in one (``tests.fakes.containers``)."""
+        """Vector stores and their files; ``file_search`` in responses (``tests.fakes.vector_stores``)."""
 
     # lifecycle
 
@@ -689,7 +907,8 @@ class FakeOpenAI:
             ("POST", "/audio/speech", self._speech),
             ("POST", "/images/generations", self._generate_image),
             ("POST", "/images/edits", self._edit_image),
-            ("GET", "/containers/{container_id}/files/{file_id}/content", self._container_file),
+            *self.containers.routes(),
+            *self.vector_stores.routes(),
         ]
         for method, path, handler in routes:
             router.add_route(method, "/v1" + path, handler)
@@ -834,6 +1053,8 @@ class FakeOpenAI:
                 moved = [spec.Problem(f"$.items[{index}]{p.param[1:]}", p.message, p.code) for p in problems]
                 return self._bad_body(request, "InputItem", *moved)
         added = input_items(items)
+        if problem := tool_output_problem(conv, added, respond=False):
+            return self._bad_body(request, "InputItem", spec.Problem("$.items", problem))
         conv.items.extend(added)
         return web.json_response(
             {
@@ -856,20 +1077,46 @@ class FakeOpenAI:
         conversation = self.conversations.get(conv_id) if conv_id else None
         if conv_id and conversation is None:
             return conversation_not_found(conv_id)  # checked before a scripted reply is used up
+        inputs = input_items(body.get("input", []))
+        if problem := tool_output_problem(conversation, inputs, respond=True):
+            return self._bad_body(request, "CreateResponse", spec.Problem("$.input", problem))
+        if problem := json_problem(body):
+            return self._bad_body(request, "CreateResponse", spec.Problem("$.input", problem))
+        if refused := self.vector_stores.tool_problem(body):
+            return refused
+        if refused := self.containers.refusal(body):
+            return refused
         reply = self._script.popleft() if self._script else self.default_reply
         if reply.status:
             return _status_error(reply, body)
         if reply.conversation_missing:
             return conversation_not_found(conv_id or "conv_unknown")
+        reply = self.containers.scripted(reply, body)
         if reply.container_file:
             container_id, file_id, _name, data = reply.container_file
             self.add_container_file(container_id, file_id, data)
         turn = plan_turn(body, reply, conversation)
+        self._search(turn)
+        last = turn.inputs[-1] if turn.inputs else None
+        self.containers.plan(turn, message_text(last) if _is_message(last) and last else "")
         self.responses_by_id[turn.id] = turn
         steps = numbered(turn_events(turn))
         if body.get("stream"):
             return await self._stream(request, turn, steps)
         return await self._complete(request, turn, steps)
+
+    def _search(self, turn: Turn) -> None:
+        """A question with ``file_search`` offered (and no scripted answer): search, and answer with citations."""
+        reply, last = turn.reply, turn.inputs[-1] if turn.inputs else None
+        if reply.text is not None or reply.end in {"failed", "error"} or not _is_message(last) or last is None:
+            return
+        text_format = (turn.body.get("text") or {}).get("format") or {}
+        calls = any(item["type"] == "function_call" for item in turn.tool_items)
+        if calls or last.get("role") != "user" or text_format.get("type") in {"json_object", "json_schema"}:
+            return
+        if found := self.vector_stores.search(turn.body, message_text(last)):
+            item, turn.text, turn.citations = found
+            turn.tool_items.insert(0, item)
 
     def _commit(self, turn: Turn) -> None:
         if turn.conversation is not None:
@@ -908,8 +1155,9 @@ class FakeOpenAI:
         turn = self.responses_by_id.get(request.match_info["response_id"])
         if turn is None:
             return error_response(404, f"No response found with id '{request.match_info['response_id']}'.")
+        include = [*request.query.getall("include", []), *request.query.getall("include[]", [])]
         if turn.finished or not turn.body.get("stream"):
-            return web.json_response(turn.response("completed", usage=turn.usage))
+            return web.json_response(self.containers.read_back(turn.response("completed", usage=turn.usage), include))
         usage = {**turn.usage, "output_tokens": rough_tokens([turn.sent_text])}
         usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
         return web.json_response(turn.response("cancelled", usage=usage))
@@ -967,12 +1215,6 @@ class FakeOpenAI:
         if self.files.pop(file_id, None) is None:
             return error_response(404, f"No such File object: {file_id}", param="id")
         return web.json_response({"id": file_id, "object": "file", "deleted": True})
-
-    async def _container_file(self, request: web.Request) -> web.Response:
-        key = (request.match_info["container_id"], request.match_info["file_id"])
-        if key not in self.container_files:
-            return error_response(404, f"No such container file: {key[1]} in {key[0]}", param="file_id")
-        return web.Response(body=self.container_files[key], content_type="application/octet-stream")
 
     # audio
 

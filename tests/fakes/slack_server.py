@@ -64,6 +64,7 @@ DEFAULT_SCOPES = (
     "groups:history",
     "im:history",
     "mpim:history",
+    "reactions:read",
 )
 
 SESSION_STATUSES = frozenset({"processing", "active", "suspended", "closed"})
@@ -461,6 +462,24 @@ class FakeSlack:
             "channel": channel,
             "thread_ts": thread_ts,
             "streaming_message_ts": streaming,
+            "event_ts": self.next_ts(),
+        }
+
+    def reaction_added(
+        self, message: FakeMessage | dict[str, Any], *, reaction: str = "mag", user: str = "U0ALICE"
+    ) -> dict[str, Any]:
+        """The ``reaction_added`` event: ``user`` reacted ``reaction`` to ``message`` (one of the bot's, or a user
+        event); Slack names the message by channel and ts only, not its thread."""
+        if isinstance(message, FakeMessage):
+            channel, ts, author = message.channel, message.ts, self.bot_user_id
+        else:
+            channel, ts, author = message["channel"], message["ts"], message["user"]
+        return {
+            "type": "reaction_added",
+            "user": user,
+            "reaction": reaction,
+            "item_user": author,
+            "item": {"type": "message", "channel": channel, "ts": ts},
             "event_ts": self.next_ts(),
         }
 

@@ -51,6 +51,11 @@ REQUEST_SCHEMAS: dict[tuple[str, str, str], str] = {
     ("POST", "/images/generations", "json"): "CreateImageRequest",
     ("POST", "/images/edits", "multipart"): "CreateImageEditRequest",
     ("POST", "/images/edits", "json"): "EditImageBodyJsonParam",
+    ("POST", "/vector_stores", "json"): "CreateVectorStoreRequest",
+    ("POST", "/vector_stores/{vector_store_id}/files", "json"): "CreateVectorStoreFileRequest",
+    ("POST", "/containers", "json"): "CreateContainerBody",
+    ("POST", "/containers/{container_id}/files", "json"): "CreateContainerFileBody",
+    ("POST", "/containers/{container_id}/files", "multipart"): "CreateContainerFileBody",
 }
 
 # The fallback: the SDK's params type for each schema ("module:attribute" under openai.types).
@@ -64,6 +69,10 @@ SDK_PARAMS: dict[str, str] = {
     "CreateImageRequest": "image_generate_params:ImageGenerateParams",
     "CreateImageEditRequest": "image_edit_params:ImageEditParams",
     "EditImageBodyJsonParam": "image_edit_params:ImageEditParams",
+    "CreateVectorStoreRequest": "vector_store_create_params:VectorStoreCreateParams",
+    "CreateVectorStoreFileRequest": "vector_stores.file_create_params:FileCreateParams",
+    "CreateContainerBody": "container_create_params:ContainerCreateParams",
+    "CreateContainerFileBody": "containers.file_create_params:FileCreateParams",
 }
 
 
