@@ -11,11 +11,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from bench import burst, cadence, concurrency, cost, overhead, startup, store
+from bench import burst, cadence, concurrency, cost, local, overhead, startup, store
 from bench.model_server import model_server
 from bench.report import RESULTS_PATH, Row, machine, table, write_results
 
-MEASURES = ("store", "cost", "overhead", "concurrency", "cadence", "startup", "burst")
+MEASURES = ("store", "cost", "overhead", "concurrency", "cadence", "startup", "burst", "local")
 ADAPTERS = ("console", "slack-socket", "slack-http", "discord")
 
 
@@ -73,6 +73,7 @@ async def _run(args: argparse.Namespace) -> list[Row]:
         jobs: dict[str, Callable[[], Awaitable[list[Row]]]] = {
             "store": lambda: store.measure(folder / "store"),
             "cost": lambda: cost.measure(folder / "cost", turns=args.cost_turns),
+            "local": lambda: local.measure(folder / "local", turns=args.cost_turns),
             "overhead": overhead_rows,
             "concurrency": lambda: concurrency.measure(args.threads, args.messages, args.latency),
             "cadence": lambda: cadence.measure(folder / "cadence", args.cadence_seconds, platforms),

@@ -15,7 +15,7 @@ from bot.settings import Settings
 
 # Commands only admins may run → how many leading words of their arguments an audit line keeps: keywords, ids and
 # numbers, never free text (a persona, say), which comes later on the line if at all.
-ADMIN_COMMANDS: Mapping[str, int] = {"access": 4, "budget": 5}
+ADMIN_COMMANDS: Mapping[str, int] = {"access": 4, "budget": 5, "channel": 2}  # channel: "set KEY", never the value
 
 _AUDITABLE_WORD = re.compile(r"^[\w.:@#&<>|!/+-]{1,80}$")
 

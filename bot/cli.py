@@ -174,10 +174,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(print_feedback(settings, max(1, args.limit)))
     if args.command == "usage":
         return asyncio.run(print_usage(settings, args.since, as_csv=args.csv))
-    if not settings.openai_api_key.get_secret_value() and not settings.openai_base_url:
+    local_default = settings.provider_of(settings.model)[0] is not None  # a provider's model needs no OpenAI key
+    if not settings.openai_api_key.get_secret_value() and not settings.openai_base_url and not local_default:
         print(
             "threadline: OPENAI_API_KEY is not set. Export it (or put it in .env), "
-            "or set OPENAI_BASE_URL to a local OpenAI-compatible server.",
+            "or set OPENAI_BASE_URL to a local OpenAI-compatible server, or make THREADLINE_MODEL a provider's "
+            "model (NAME/model, with a [providers.NAME] table in threadline.toml).",
             file=sys.stderr,
         )
         return 2

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import re
 
+from bot.admins import admin_id, not_admin
 from bot.budget_commands import budget_command
+from bot.channel_settings import ChannelCommand
+from bot.engines import EngineRouter
 from bot.knowledge import KB_HELP, KnowledgeBase, parse_kb
 from bot.protocols import TurnEngine
 from bot.settings import Settings
@@ -25,7 +28,8 @@ HELP = (
     "`voice on|off` (spoken replies in this thread), "
     "`show work` (the code behind the latest answer; on Slack and Discord also a 🔍 reaction on an answer), "
     f"{KB_HELP}. Admins: `access` (who may use the bot), "
-    "`budget` (token limits), `usage channel|all` (usage and cost)."
+    "`budget` (token limits), `usage channel|all` (usage and cost), "
+    "`channel show|set|reset` (this channel's model, instructions, tools, voice, MCP servers, knowledge base)."
 )
 
 SHOW_WORK_WHERE = "Send `show work` as a message in the thread (or react 🔍 to an answer) to see the code behind it."
@@ -34,12 +38,19 @@ _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 
 class Commands:
     def __init__(
-        self, *, settings: Settings, store: Store, engine: TurnEngine, knowledge: KnowledgeBase | None = None
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        engine: TurnEngine,
+        knowledge: KnowledgeBase | None = None,
+        channel: ChannelCommand | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.engine = engine
         self.knowledge = knowledge
+        self.channel = channel
 
     async def run(self, text: str, *, key: ThreadKey, user_id: str, admin: bool = False) -> str:
         """Run one command line (``reset``, ``model gpt-x``…) and return the reply text. ``admin``: the sender is an
@@ -65,10 +76,16 @@ class Commands:
             )
         if name == "budget":  # bot/budget_commands.py (the gateway refuses it to non-admins first)
             return await budget_command(arg, settings=self.settings, store=self.store, key=key, is_admin=admin)
+        if name == "channel" and self.channel is not None:  # bot/channel_settings.py (admins only, as budget)
+            if not admin:
+                return not_admin(name)
+            return await self.channel.run(arg, key=key, actor=admin_id(key.platform, user_id))
         return f"Unknown command `{name}`. {HELP}"
 
     async def _model(self, key: ThreadKey, arg: str) -> str:
         if not arg:
+            if isinstance(self.engine, EngineRouter):  # a provider's model: with its seed and temperature
+                return f"This channel uses {await self.engine.describe_model(key.platform, key.channel)}."
             return f"This channel uses `{await self.engine.model_for(key.platform, key.channel)}`."
         if not _MODEL_ID.match(arg):
             return "That doesn't look like a model id (letters, digits, `.`, `-`, `_`, `:` and `/` only)."

@@ -17,6 +17,7 @@ from bot.errors import StartupError
 from bot.fonts import font_path
 from bot.model_calendar import Finding, calendar_findings, model_calendar
 from bot.openai_errors import api_error_message
+from bot.provider_doctor import check_providers
 from bot.runtime import open_runtime
 from bot.settings import Settings
 from bot.store import SchemaTooNew, Store, StoreUnavailable, open_store
@@ -45,7 +46,11 @@ def models_in_use(settings: Settings, channel_models: list[tuple[str, str, str]]
 async def _findings(settings: Settings, client: openai.AsyncOpenAI, store: Store) -> tuple[int, list[Finding]]:
     """How many models the key can list, and a finding per model in use (raises the SDK's error)."""
     calendar = await model_calendar(client)
-    in_use = models_in_use(settings, await store.channel_models())
+    in_use = {  # a provider's models are its doctor's (bot/provider_doctor.py)
+        where: model
+        for where, model in models_in_use(settings, await store.channel_models()).items()
+        if settings.provider_of(model)[0] is None
+    }
     today = date.today()
     return len(calendar), calendar_findings(in_use, calendar, today=today, warn_days=settings.model_shutdown_warn_days)
 
@@ -55,6 +60,8 @@ async def check_openai(settings: Settings, client: openai.AsyncOpenAI, store: St
     within ``THREADLINE_MODEL_SHUTDOWN_WARN_DAYS`` warns."""
     where = settings.openai_base_url or "https://api.openai.com/v1"
     if not settings.openai_api_key.get_secret_value():
+        if settings.provider_of(settings.model)[0] is not None:
+            return [("ok", "OPENAI_API_KEY is not set: only providers' models answer (no OpenAI-only features)")]
         return [("fail", "OPENAI_API_KEY is not set")]
     try:
         listed, findings = await _findings(settings, client, store)
@@ -114,6 +121,8 @@ async def run_doctor(settings: Settings, sections: Mapping[str, Any], load_adapt
         async with open_runtime(settings) as runtime:
             results += await check_openai(settings, runtime.openai, runtime.store)
             results.append(("ok", runtime.engine.tools.describe()))
+            channel_models = await runtime.store.channel_models()
+            results += await check_providers(settings, runtime.router.local.providers, channel_models)
             results.append(check_cjk_font(settings))
             configured = [n for n in ("slack", "discord") if getattr(sections.get(n), "configured", False)]
             results.append(("ok", f"adapters configured: {', '.join(configured) or 'none (console only)'}"))

@@ -23,6 +23,7 @@ from openai import AsyncOpenAI
 
 from bot.answer_format import JSON, JSON_INSTRUCTION, json_text_format
 from bot.attachments_in import AttachmentReader, TurnInput
+from bot.channel_settings import ChannelConfig, Choices, channel_config
 from bot.containers import Containers, ThreadContainer, container_instructions, gone_error, output_file
 from bot.conversation_pool import ConversationPool
 from bot.errors import UserFacingError
@@ -59,7 +60,7 @@ from bot.types import (
     TurnKind,
 )
 from bot.upload_routing import asks_for_analysis
-from bot.voice_mode import speakable, voice_mode
+from bot.voice_mode import Mode, speakable, voice_mode
 
 log = logging.getLogger("threadline.engine")
 
@@ -94,8 +95,10 @@ class _Unanswered:
 class _TurnState:
     """What a turn that ends early needs: the open response (to read its usage back) and calls left unanswered
     (the conversation would refuse the next message until each has an output). Also the thread's container, the
-    containers code ran in, and each finished response with whether it ran code (kept for ``show work``)."""
+    containers code ran in, and each finished response with whether it ran code (kept for ``show work``). And the
+    channel's settings the turn applies (``bot.channel_settings``)."""
 
+    channel: ChannelConfig
     response_id: str | None = None
     unanswered: _Unanswered | None = None
     container: ThreadContainer | None = None
@@ -127,6 +130,7 @@ class ConversationsEngine:
         self.client = client
         self.metrics = metrics or Metrics()
         self.tools = ToolRegistry.from_settings(settings, http)
+        self.choices = Choices.of(settings, self.tools)
         self.json_format = json_text_format(settings.json_schema_file)
         self.attachments = AttachmentReader(settings=settings, store=store, client=client)
         self.retrieval = Retrieval(settings=settings, store=store, client=client)
@@ -153,12 +157,18 @@ class ConversationsEngine:
     async def model_for(self, platform: str, channel: str) -> str:
         return await self.store.channel_model(platform, channel) or self.settings.model
 
+    async def channel_config(self, key: ThreadKey) -> ChannelConfig:
+        """The channel settings a turn in ``key`` applies (instructions, tools and MCP servers off, voice default,
+        knowledge base): one store read per turn, besides ``model_for``'s."""
+        return await channel_config(self.store, key, self.choices)
+
     async def run_turn(self, message: IncomingMessage, reply: ReplyStream) -> None:
         model = await self.model_for(message.key.platform, message.key.channel)
+        channel = await self.channel_config(message.key)
         imagine = message.kind is TurnKind.IMAGINE
         fence = "json" if message.answer_format == JSON and not imagine else None
         render = TurnRender(reply, "drawing…" if imagine else "thinking…", fence=fence)
-        state = _TurnState()
+        state = _TurnState(channel)
         try:
             if imagine:
                 await self._imagine(message, model, render)
@@ -218,9 +228,10 @@ class ConversationsEngine:
         if message.attachments:
             await render.settle()  # the attachments' own statuses come after "thinking…"
         turn = await self._guard(self.attachments.build(message, reply), model)
-        search = await self._guard(self.retrieval.for_turn(message.key, turn.retrieval_files, render), model)
+        files, kb = turn.retrieval_files, state.channel.kb
+        search = await self._guard(self.retrieval.for_turn(message.key, files, render, knowledge=kb), model)
         await self._searching(turn, search, render)
-        state.container = await self._guard(self._thread_container(message, turn, render), model)
+        state.container = await self._guard(self._thread_container(message, turn, render, state.channel), model)
         conversation = await self._conversation(message, model)
         try:
             await self._respond(conversation, model, turn, message, render, state)
@@ -233,15 +244,15 @@ class ConversationsEngine:
                 await self._respond(conversation, model, turn, message, render, state)
             except _ConversationGone as exc:
                 raise UserFacingError("OpenAI lost this conversation twice in a row. Please try again.") from exc
-        await self._speak_if_wanted(message, turn, render)
+        await self._speak_if_wanted(message, turn, render, state.channel.voice)
         await self.store.set_thread_pref(message.key, LAST_TURN, "image" if turn.had_image else "chat")
 
     async def _thread_container(
-        self, message: IncomingMessage, turn: TurnInput, render: TurnRender
+        self, message: IncomingMessage, turn: TurnInput, render: TurnRender, channel: ChannelConfig
     ) -> ThreadContainer | None:
         """The thread's container when the code interpreter is offered: made on first need (files for it, or a
         message asking for analysis), else the one the thread has; None leaves the interpreter an "auto" one."""
-        if "code_interpreter" not in self.tools.hosted:
+        if "code_interpreter" not in self.tools.hosted or "code_interpreter" in channel.disabled:
             return None
         await self.containers.add_files(message.key, turn.interpreter_files)
         need = bool(turn.interpreter_files) or asks_for_analysis(message.text)
@@ -377,7 +388,9 @@ class ConversationsEngine:
     ) -> None:
         """The turn loop: when a response ends with function calls, run them and answer with their outputs in a
         new response on the same conversation, until the model answers or ``THREADLINE_TOOL_ROUNDS`` is reached."""
-        context = ToolContext(code_file_ids=turn.code_file_ids, vector_store_ids=turn.vector_store_ids)
+        context = ToolContext(
+            code_file_ids=turn.code_file_ids, vector_store_ids=turn.vector_store_ids, disabled=state.channel.disabled
+        )
         request: dict[str, Any] = {"model": model, "conversation": conversation, "stream": True}
 
         def prepare() -> None:
@@ -385,7 +398,7 @@ class ConversationsEngine:
             nonlocal context
             container = state.container
             context = dataclasses.replace(context, container_id=container.id if container else None)
-            instructions = self.settings.instructions
+            instructions = state.channel.instructions
             if container is not None:
                 instructions = f"{instructions}\n\n{container_instructions(container)}"
             request["instructions"] = instructions
@@ -598,8 +611,10 @@ class ConversationsEngine:
         except StoreUnavailable as exc:  # the answer is out; only show work will miss it
             log.warning("could not keep the answer's responses in %s: %s", key, exc)
 
-    async def _speak_if_wanted(self, message: IncomingMessage, turn: TurnInput, render: TurnRender) -> None:
-        mode = await voice_mode(self.store, message.key, self.settings.voice_replies)
+    async def _speak_if_wanted(
+        self, message: IncomingMessage, turn: TurnInput, render: TurnRender, default: Mode
+    ) -> None:
+        mode = await voice_mode(self.store, message.key, default)
         if mode == "never" or (mode == "auto" and not turn.had_voice):
             return
         text = speakable("".join(render.text))

@@ -96,9 +96,12 @@ class Retrieval:
             lock = self._locks[scope] = asyncio.Lock()
         return lock
 
-    async def for_turn(self, key: ThreadKey, new: Sequence[RoutedFile], progress: Progress) -> TurnSearch:
+    async def for_turn(
+        self, key: ThreadKey, new: Sequence[RoutedFile], progress: Progress, *, knowledge: bool = True
+    ) -> TurnSearch:
         """Index the turn's new documents into the thread's store; then the stores the turn searches: the
-        thread's and the channel's knowledge base, each when it holds documents (rebuilt first if it expired)."""
+        thread's and (unless ``knowledge`` is off: the channel setting ``kb``) the channel's knowledge base, each
+        when it holds documents (rebuilt first if it expired)."""
         ids: list[str] = []
         indexed = Indexed()
         if new:
@@ -107,7 +110,7 @@ class Retrieval:
                 ids.append(thread_store)
         elif (thread_store := await self.searchable(thread_scope(key), progress)) is not None:
             ids.append(thread_store)
-        if (kb_store := await self.searchable(kb_scope(key), progress)) is not None:
+        if knowledge and (kb_store := await self.searchable(kb_scope(key), progress)) is not None:
             ids.append(kb_store)
         return TurnSearch(tuple(ids), indexed)
 

@@ -25,6 +25,7 @@ from pydantic_settings import (
 
 from bot.defaults import DEFAULT_REALTIME_MODEL, DEFAULT_VOICE
 from bot.prices import ModelPrice, parse_prices
+from bot.provider_config import PROVIDER_NAME, ProviderConfig, split_model
 from bot.store.location import DatabaseLocation, parse_database
 from bot.upload_routing import parse_routes
 
@@ -150,6 +151,16 @@ class Settings(SettingsBase):
     # Longer recordings are refused, with this limit named.
     audio_max_minutes: float = Field(default=60.0, gt=0)
 
+    # --- Local and OpenAI-compatible models (bot/local_engine.py) ------------------------------------------
+    # [providers.NAME] tables (or THREADLINE_PROVIDERS as a JSON object): a model id NAME/model goes to that server.
+    providers: Annotated[dict[str, ProviderConfig], NoDecode] = Field(default_factory=dict)
+    # A local model's context budget (tokens) when neither its provider's context_tokens nor GET /v1/models says.
+    local_context_tokens: int = Field(default=8192, ge=512)
+    # Turns dropped from the budget are summarised once by the same model (else just dropped).
+    local_summarize: bool = False
+    # With an OpenAI key: voice notes for a local model are transcribed by OpenAI (else refused).
+    local_openai_transcription: bool = False
+
     # --- Turns and access -------------------------------------------------------------------------------------
     turn_timeout_secs: float = 300.0
     max_concurrent_turns: int = 1000
@@ -220,6 +231,21 @@ class Settings(SettingsBase):
         if isinstance(value, str):
             return json.loads(value) if value.strip() else []
         return value
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _providers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        if isinstance(value, dict):
+            for name in value:
+                if not PROVIDER_NAME.match(str(name)):
+                    raise ValueError(f"provider name {name!r}: use letters, digits, - and _ only")
+        return value
+
+    def provider_of(self, model: str) -> tuple[str | None, str]:
+        """(provider name, model id on its server) for a model id; (None, model) for OpenAI."""
+        return split_model(model, self.providers)
 
     @field_validator("upload_routes", mode="before")
     @classmethod

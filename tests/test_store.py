@@ -22,8 +22,10 @@ from psycopg import sql
 from bot.store import (
     SCHEMA_VERSION,
     AnswerRecord,
+    ChannelSetting,
     ContainerFile,
     Document,
+    HistoryEntry,
     InboxState,
     Store,
     StoredImage,
@@ -1112,3 +1114,77 @@ def test_safe_location_hides_the_password() -> None:
     assert parse_database("postgresql://bot@db.internal/threadline").safe == "postgresql://bot@db.internal/threadline"
     assert parse_database("sqlite:///rel/t.db").safe == "rel/t.db"
     assert database_url(location.url, "other").endswith("/other?sslmode=require")
+
+
+async def test_local_history_is_per_thread_in_order_kept_trimmed_and_forgotten(backend: Backend) -> None:
+    store = await backend.open()
+    await store.add_history(SLACK, [HistoryEntry('{"role": "user", "content": "hi"}', 3)])
+    await store.add_history(
+        SLACK,
+        [HistoryEntry('{"role": "assistant", "content": "hello"}', 4), HistoryEntry('{"role": "user"}', 2)],
+    )
+    await store.add_history(DISCORD, [HistoryEntry('{"role": "user", "content": "other"}', 5)])
+    await store.add_history(DISCORD, [])
+    await store.close()
+
+    reopened = await backend.open()
+    kept = await reopened.history(SLACK)
+    assert [(e.message, e.tokens) for e in kept] == [
+        ('{"role": "user", "content": "hi"}', 3),
+        ('{"role": "assistant", "content": "hello"}', 4),
+        ('{"role": "user"}', 2),
+    ], "a restart keeps each thread's history, in order"
+    assert kept[0].seq < kept[1].seq < kept[2].seq and kept[0].at > 0
+    assert await reopened.forget_history(SLACK, through=kept[1].seq) == 2
+    assert [e.message for e in await reopened.history(SLACK)] == ['{"role": "user"}']
+    assert [e.message for e in await reopened.history(DISCORD)] == ['{"role": "user", "content": "other"}']
+    assert await reopened.forget_history(SLACK) == 1
+    assert await reopened.history(SLACK) == []
+    assert len(await reopened.history(DISCORD)) == 1, "forgetting one thread's history leaves the others"
+
+
+async def test_channel_settings_are_per_channel_kept_replaced_removed_and_cleared(backend: Backend) -> None:
+    store = await backend.open(clock=lambda: 70.0)
+    await store.set_channel_setting("slack", "C1", "instructions", "Talk like a pirate.", set_by="slack:UADMIN")
+    await store.set_channel_setting("slack", "C1", "tools", "-web_search", set_by="slack:UADMIN")
+    await store.set_channel_setting("slack", "C1", "tools", "-code_interpreter", set_by="slack:UOTHER")
+    await store.set_channel_model("slack", "C1", "gpt-6-luna")  # `model NAME`: the setting "model"
+    await store.set_channel_setting("slack", "C2", "voice", "always", set_by="slack:UADMIN")
+    await store.set_channel_setting("discord", "C1", "kb", "off", set_by="discord:1")
+    await store.close()
+
+    reopened = await backend.open()
+    assert await reopened.channel_settings("slack", "C1") == [
+        ChannelSetting("instructions", "Talk like a pirate.", "slack:UADMIN"),
+        ChannelSetting("model", "gpt-6-luna", ""),
+        ChannelSetting("tools", "-code_interpreter", "slack:UOTHER"),
+    ], "a restart keeps them; a second set replaces the first"
+    assert {s.set_at for s in await reopened.channel_settings("slack", "C1")} == {70.0}
+    assert await reopened.channel_model("slack", "C1") == "gpt-6-luna"
+    assert await reopened.channel_models() == [("slack", "C1", "gpt-6-luna")]
+    await reopened.set_channel_setting("slack", "C1", "tools", None, set_by="slack:UADMIN")
+    await reopened.set_channel_setting("slack", "C1", "tools", None, set_by="slack:UADMIN")  # nothing left: no error
+    assert [s.name for s in await reopened.channel_settings("slack", "C1")] == ["instructions", "model"]
+    assert await reopened.clear_channel_settings("slack", "C1") == ["instructions", "model"]
+    assert await reopened.channel_settings("slack", "C1") == []
+    assert await reopened.channel_model("slack", "C1") is None
+    assert await reopened.clear_channel_settings("slack", "C1") == []
+    assert [s.value for s in await reopened.channel_settings("slack", "C2")] == ["always"], "other channels stay"
+    assert [s.value for s in await reopened.channel_settings("discord", "C1")] == ["off"], "and other platforms"
+
+
+async def test_a_v6_database_migrates_to_v7_keeping_its_rows(backend: Backend) -> None:
+    document = ("documents", ("scope", "sha256", "name", "file_id", "added_at"), ("kb:x", "cd" * 32, "a.pdf", "f", 6.0))
+    await backend.create_at(6, V1_ROWS + V3_ROWS + V4_ROWS + (document,))
+    store = await backend.open()
+    assert await store.schema_version() == SCHEMA_VERSION
+    assert await store.channel_model("slack", "C1") == "gpt-old", "a channel's model becomes its setting 'model'"
+    assert await store.channel_settings("slack", "C1") == [ChannelSetting("model", "gpt-old", "")]
+    assert await store.channel_models() == [("slack", "C1", "gpt-old")]
+    assert await store.thread_pref(SLACK, "voice") == "on"
+    assert await store.usage_rows() == [UsageRow("slack", "U1", "C1", "1.0", "m1", 10, 20)]
+    assert [d.name for d in await store.documents("kb:x")] == ["a.pdf"]
+    entry = await store.next_entry(SLACK)
+    assert entry is not None and entry.message == '{"text": "old"}'
+    await store.set_channel_setting("slack", "C1", "voice", "never", set_by="slack:UADMIN")  # v7's table is there
+    assert [s.name for s in await store.channel_settings("slack", "C1")] == ["model", "voice"]

@@ -21,7 +21,7 @@ from bot.types import Attachment, AttachmentKind, IncomingMessage, ThreadKey, ki
 
 PLATFORM = "discord"
 DM_WORKSPACE = "dm"
-TEXT_COMMANDS = frozenset({"reset", "model", "usage", "help", "voice", "access", "budget"})
+TEXT_COMMANDS = frozenset({"reset", "model", "usage", "help", "voice", "access", "budget", "channel"})
 THREAD_NAME_WORDS = 8
 THREAD_NAME_CHARS = 90  # Discord allows 100
 DEFAULT_BOT_NAME = "threadline"

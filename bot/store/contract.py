@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -11,7 +11,7 @@ from bot.errors import UserFacingError
 from bot.types import ThreadKey
 
 # Both backends migrate forward to this version; a database with a newer version is refused.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 class SchemaTooNew(RuntimeError):
@@ -94,6 +94,29 @@ class StoredImage:
     mime: str
     source: str  # "generated" or "user"
     created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One message of a thread's local history (the local engine, ``bot.local_engine``): ``message`` is a chat
+    completions message as JSON text (user, assistant with tool calls, tool result); ``tokens`` its estimated size.
+    ``seq`` (increasing within a thread) and ``at`` are stamped by the store (values passed in are ignored)."""
+
+    message: str
+    tokens: int = 0
+    seq: int = field(default=0, compare=False)
+    at: float = field(default=0.0, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSetting:
+    """One per-channel setting (``bot.channel_settings``): its name, the value as stored (already checked), who set
+    it (an admin id; empty for a model set by ``model NAME`` before v7) and when."""
+
+    name: str
+    value: str
+    set_by: str = ""
+    set_at: float = field(default=0.0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +345,23 @@ class Store(Protocol):
         names given), ordered by those."""
         ...
 
-    # --- per-channel model -----------------------------------------------------------------------------------
+    # --- channel settings ------------------------------------------------------------------------------------
+    # Per-channel settings by name (bot/channel_settings.py checks names and values); the per-channel model is
+    # the setting "model".
+    async def channel_settings(self, platform: str, channel: str) -> list[ChannelSetting]:
+        """The channel's settings, by name (one read: the engine makes it once per turn)."""
+        ...
+
+    async def set_channel_setting(
+        self, platform: str, channel: str, name: str, value: str | None, *, set_by: str
+    ) -> None:
+        """Set one setting of the channel (``set_at`` stamped by the store); None removes it."""
+        ...
+
+    async def clear_channel_settings(self, platform: str, channel: str) -> list[str]:
+        """Remove every setting of the channel; returns the names removed, sorted."""
+        ...
+
     async def channel_model(self, platform: str, channel: str) -> str | None: ...
 
     async def set_channel_model(self, platform: str, channel: str, model: str) -> None: ...
@@ -485,6 +524,20 @@ class Store(Protocol):
 
     async def forget_thread_files(self, key: ThreadKey) -> str | None:
         """Drop the thread's files, container and answers (a ``reset``); returns the container id it had."""
+        ...
+
+    # --- local history ---------------------------------------------------------------------------------------
+    # The local engine's thread memory (servers without conversations): messages in order, per thread.
+    async def add_history(self, key: ThreadKey, entries: Sequence[HistoryEntry]) -> None:
+        """Append the entries to the thread's history, in order, all or none."""
+        ...
+
+    async def history(self, key: ThreadKey) -> list[HistoryEntry]:
+        """The thread's history, oldest first, with ``seq`` and ``at`` set."""
+        ...
+
+    async def forget_history(self, key: ThreadKey, *, through: int | None = None) -> int:
+        """Drop the thread's entries with ``seq`` <= ``through`` (all of them when None); returns how many."""
         ...
 
 

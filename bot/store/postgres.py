@@ -15,7 +15,7 @@ import logging
 import select
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias
@@ -30,9 +30,11 @@ from bot.store.contract import (
     AnswerRecord,
     BudgetOverride,
     BudgetSpend,
+    ChannelSetting,
     ContainerFile,
     Document,
     FeedbackRow,
+    HistoryEntry,
     InboxEntry,
     InboxState,
     StoredImage,
@@ -157,7 +159,22 @@ _V6: Final = (
     "CREATE INDEX answers_ref ON answers (ref)",
     "CREATE INDEX answers_code ON answers (thread_key, code, at)",
 )
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4, _V5, _V6)
+# Local history: the thread memory of the local engine (as SQLite's _v7).
+_V7: Final = (
+    """CREATE TABLE local_history (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, thread_key text NOT NULL, message text NOT NULL,
+        tokens bigint NOT NULL, at double precision NOT NULL)""",
+    "CREATE INDEX local_history_thread ON local_history (thread_key, seq)",
+    # Per-channel settings; channel_models' rows become the setting "model" (as SQLite's _v7).
+    """CREATE TABLE channel_settings (
+        platform text NOT NULL, channel text NOT NULL, name text NOT NULL, value text NOT NULL,
+        set_by text NOT NULL, set_at double precision NOT NULL, PRIMARY KEY (platform, channel, name))""",
+    """INSERT INTO channel_settings (platform, channel, name, value, set_by, set_at)
+        SELECT platform, channel, 'model', model, '', 0 FROM channel_models
+        WHERE platform IS NOT NULL AND channel IS NOT NULL AND model IS NOT NULL""",
+    "DROP TABLE channel_models",
+)
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 _VERSION_TABLE: Final = """CREATE TABLE IF NOT EXISTS schema_version (
@@ -685,25 +702,59 @@ class PostgresStore:
         )
         return [UsageTotal(str(d), str(p), str(u), str(c), str(m), *map(int, n)) for d, p, u, c, m, *n in rows]
 
-    # --- per-channel model --------------------------------------------------------------------------------------
+    # --- channel settings ------------------------------------------------------------------------------------
+    async def channel_settings(self, platform: str, channel: str) -> list[ChannelSetting]:
+        rows = await self._all(
+            "SELECT name, value, set_by, set_at FROM channel_settings WHERE platform = %s AND channel = %s "
+            'ORDER BY name COLLATE "C"',
+            (platform, channel),
+        )
+        return [ChannelSetting(str(n), str(v), str(b), float(a)) for n, v, b, a in rows]
+
+    async def set_channel_setting(
+        self, platform: str, channel: str, name: str, value: str | None, *, set_by: str
+    ) -> None:
+        order = f"channel_settings:{platform}:{channel}:{name}"
+        if value is None:
+            await self._run(
+                "DELETE FROM channel_settings WHERE platform = %s AND channel = %s AND name = %s",
+                (platform, channel, name),
+                order=order,
+            )
+            return
+        await self._run(
+            """INSERT INTO channel_settings (platform, channel, name, value, set_by, set_at)
+               VALUES (%s, %s, %s, %s, %s, %s)
+               ON CONFLICT (platform, channel, name) DO UPDATE SET value = excluded.value, set_by = excluded.set_by,
+                 set_at = excluded.set_at""",
+            (platform, channel, name, value, set_by, self._clock()),
+            order=order,
+        )
+
+    async def clear_channel_settings(self, platform: str, channel: str) -> list[str]:
+        rows = await self._submit(
+            "DELETE FROM channel_settings WHERE platform = %s AND channel = %s RETURNING name",
+            (platform, channel),
+            "all",
+            f"channel_settings:{platform}:{channel}",
+        )
+        return sorted(str(row[0]) for row in rows)
+
     async def channel_model(self, platform: str, channel: str) -> str | None:
         row = await self._one(
-            "SELECT model FROM channel_models WHERE platform = %s AND channel = %s", (platform, channel)
+            "SELECT value FROM channel_settings WHERE platform = %s AND channel = %s AND name = 'model'",
+            (platform, channel),
         )
         return str(row[0]) if row else None
 
     async def set_channel_model(self, platform: str, channel: str, model: str) -> None:
-        await self._run(
-            """INSERT INTO channel_models (platform, channel, model) VALUES (%s, %s, %s)
-               ON CONFLICT (platform, channel) DO UPDATE SET model = excluded.model""",
-            (platform, channel, model),
-            order=f"channel_models:{platform}:{channel}",
-        )
+        await self.set_channel_setting(platform, channel, "model", model, set_by="")
 
     async def channel_models(self) -> list[tuple[str, str, str]]:
         # COLLATE "C": byte order, as SQLite sorts, whatever the database's locale.
         rows = await self._all(
-            'SELECT platform, channel, model FROM channel_models ORDER BY platform COLLATE "C", channel COLLATE "C"'
+            "SELECT platform, channel, value FROM channel_settings WHERE name = 'model' "
+            'ORDER BY platform COLLATE "C", channel COLLATE "C"'
         )
         return [(str(p), str(c), str(m)) for p, c, m in rows]
 
@@ -1021,6 +1072,36 @@ class PostgresStore:
             order=f"thread_containers:{key}",
         )
         return str(row[0]) if row else None
+
+    # --- local history ---------------------------------------------------------------------------------------
+    async def add_history(self, key: ThreadKey, entries: Sequence[HistoryEntry]) -> None:
+        if not entries:
+            return
+        now = time.time()
+        rows = ", ".join(["(%s, %s, %s, %s)"] * len(entries))
+        params = tuple(v for entry in entries for v in (str(key), entry.message, entry.tokens, now))
+        await self._run(  # one statement: all or none, in order (identity values follow the VALUES order)
+            f"INSERT INTO local_history (thread_key, message, tokens, at) VALUES {rows}",
+            params,
+            order=f"local_history:{key}",
+        )
+
+    async def history(self, key: ThreadKey) -> list[HistoryEntry]:
+        rows = await self._all(
+            "SELECT message, tokens, seq, at FROM local_history WHERE thread_key = %s ORDER BY seq", (str(key),)
+        )
+        return [HistoryEntry(str(m), int(t), int(s), float(a)) for m, t, s, a in rows]
+
+    async def forget_history(self, key: ThreadKey, *, through: int | None = None) -> int:
+        if through is None:
+            return await self._run(
+                "DELETE FROM local_history WHERE thread_key = %s", (str(key),), order=f"local_history:{key}"
+            )
+        return await self._run(
+            "DELETE FROM local_history WHERE thread_key = %s AND seq <= %s",
+            (str(key), through),
+            order=f"local_history:{key}",
+        )
 
 
 _ENTRY: Final = "SELECT id, thread_key, state, message, address, posted, accepted_at FROM inbox"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,11 @@ from bot.store.contract import (
     AnswerRecord,
     BudgetOverride,
     BudgetSpend,
+    ChannelSetting,
     ContainerFile,
     Document,
     FeedbackRow,
+    HistoryEntry,
     InboxEntry,
     InboxState,
     SchemaTooNew,
@@ -170,7 +172,31 @@ def _v6(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX answers_code ON answers (thread_key, code, at)")
 
 
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3, _v4, _v5, _v6)
+def _v7(db: sqlite_utils.Database) -> None:
+    """Local history: the thread memory of the local engine (servers without conversations). Per-channel
+    settings."""
+    db.execute(
+        """CREATE TABLE local_history (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, thread_key TEXT NOT NULL, message TEXT NOT NULL,
+            tokens INTEGER NOT NULL, at REAL NOT NULL)"""
+    )
+    db.execute("CREATE INDEX local_history_thread ON local_history (thread_key, seq)")
+    # Per-channel settings (bot/channel_settings.py), one row per setting; the per-channel model is the setting
+    # "model" now: channel_models' rows move here.
+    db.execute(
+        """CREATE TABLE channel_settings (
+            platform TEXT NOT NULL, channel TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
+            set_by TEXT NOT NULL, set_at REAL NOT NULL, PRIMARY KEY (platform, channel, name))"""
+    )
+    db.execute(
+        "INSERT INTO channel_settings (platform, channel, name, value, set_by, set_at) "
+        "SELECT platform, channel, 'model', model, '', 0 FROM channel_models "
+        "WHERE platform IS NOT NULL AND channel IS NOT NULL AND model IS NOT NULL"
+    )
+    db.execute("DROP TABLE channel_models")
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7)
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -451,22 +477,48 @@ class SqliteStore:
         ).fetchall()
         return [UsageTotal(str(d), str(p), str(u), str(c), str(m), *map(int, n)) for d, p, u, c, m, *n in rows]
 
-    # --- per-channel model --------------------------------------------------------------------------------------
+    # --- channel settings ------------------------------------------------------------------------------------
+    async def channel_settings(self, platform: str, channel: str) -> list[ChannelSetting]:
+        rows = self.conn.execute(
+            "SELECT name, value, set_by, set_at FROM channel_settings WHERE platform = ? AND channel = ? ORDER BY name",
+            (platform, channel),
+        ).fetchall()
+        return [ChannelSetting(str(n), str(v), str(b), float(a)) for n, v, b, a in rows]
+
+    async def set_channel_setting(
+        self, platform: str, channel: str, name: str, value: str | None, *, set_by: str
+    ) -> None:
+        if value is None:
+            self.conn.execute(
+                "DELETE FROM channel_settings WHERE platform = ? AND channel = ? AND name = ?",
+                (platform, channel, name),
+            )
+            return
+        self.conn.execute(
+            "INSERT OR REPLACE INTO channel_settings (platform, channel, name, value, set_by, set_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (platform, channel, name, value, set_by, self._clock()),
+        )
+
+    async def clear_channel_settings(self, platform: str, channel: str) -> list[str]:
+        rows = self.conn.execute(
+            "DELETE FROM channel_settings WHERE platform = ? AND channel = ? RETURNING name", (platform, channel)
+        ).fetchall()
+        return sorted(str(row[0]) for row in rows)
+
     async def channel_model(self, platform: str, channel: str) -> str | None:
         row = self.conn.execute(
-            "SELECT model FROM channel_models WHERE platform = ? AND channel = ?", (platform, channel)
+            "SELECT value FROM channel_settings WHERE platform = ? AND channel = ? AND name = 'model'",
+            (platform, channel),
         ).fetchone()
-        return row[0] if row else None
+        return str(row[0]) if row else None
 
     async def set_channel_model(self, platform: str, channel: str, model: str) -> None:
-        self.conn.execute(
-            "INSERT OR REPLACE INTO channel_models (platform, channel, model) VALUES (?, ?, ?)",
-            (platform, channel, model),
-        )
+        await self.set_channel_setting(platform, channel, "model", model, set_by="")
 
     async def channel_models(self) -> list[tuple[str, str, str]]:
         rows = self.conn.execute(
-            "SELECT platform, channel, model FROM channel_models ORDER BY platform, channel"
+            "SELECT platform, channel, value FROM channel_settings WHERE name = 'model' ORDER BY platform, channel"
         ).fetchall()
         return [(str(p), str(c), str(m)) for p, c, m in rows]
 
@@ -728,6 +780,31 @@ class SqliteStore:
             self.conn.execute("DELETE FROM thread_files WHERE thread_key = ?", (str(key),))
             self.conn.execute("DELETE FROM answers WHERE thread_key = ?", (str(key),))
         return str(row[0]) if row else None
+
+    # --- local history ---------------------------------------------------------------------------------------
+    async def add_history(self, key: ThreadKey, entries: Sequence[HistoryEntry]) -> None:
+        now = self._clock()
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.executemany(
+                "INSERT INTO local_history (thread_key, message, tokens, at) VALUES (?, ?, ?, ?)",
+                [(str(key), entry.message, entry.tokens, now) for entry in entries],
+            )
+
+    async def history(self, key: ThreadKey) -> list[HistoryEntry]:
+        rows = self.conn.execute(
+            "SELECT message, tokens, seq, at FROM local_history WHERE thread_key = ? ORDER BY seq", (str(key),)
+        ).fetchall()
+        return [HistoryEntry(str(m), int(t), int(s), float(a)) for m, t, s, a in rows]
+
+    async def forget_history(self, key: ThreadKey, *, through: int | None = None) -> int:
+        if through is None:
+            cursor = self.conn.execute("DELETE FROM local_history WHERE thread_key = ?", (str(key),))
+        else:
+            cursor = self.conn.execute(
+                "DELETE FROM local_history WHERE thread_key = ? AND seq <= ?", (str(key), through)
+            )
+        return int(cursor.rowcount)
 
 
 _ENTRY = "SELECT id, thread_key, state, message, address, posted, accepted_at FROM inbox"

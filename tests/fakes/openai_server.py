@@ -839,6 +839,12 @@ class FakeOpenAI:
         """While set, every ``POST /v1/conversations`` answers this HTTP error status (an outage)."""
         self.vector_stores = FakeVectorStores(self.files.get)
         self.containers = FakeContainers(self)
+        from tests.fakes.chat_completions import FakeChatCompletions  # it uses this module's helpers
+
+        self.chat = FakeChatCompletions()
+        """``POST /v1/chat/completions`` (local providers' API): its bodies and scripted replies."""
+        self.context_lengths: dict[str, int] = {}
+        """Model id → ``max_model_len`` listed by GET /v1/models (as vLLM lists it)."""
         """Code-interpreter containers and their files; code the model runs in one (``tests.fakes.containers``)."""
         """Vector stores and their files; ``file_search`` in responses (``tests.fakes.vector_stores``)."""
 
@@ -908,6 +914,7 @@ class FakeOpenAI:
             ("POST", "/images/generations", self._generate_image),
             ("POST", "/images/edits", self._edit_image),
             *self.containers.routes(),
+            *self.chat.routes(),
             *self.vector_stores.routes(),
         ]
         for method, path, handler in routes:
@@ -984,7 +991,11 @@ class FakeOpenAI:
     # models
 
     async def _list_models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [_model(m, self.shutdowns.get(m)) for m in self.models]})
+        data = [_model(m, self.shutdowns.get(m)) for m in self.models]
+        for entry in data:
+            if entry["id"] in self.context_lengths:
+                entry["max_model_len"] = self.context_lengths[entry["id"]]
+        return web.json_response({"object": "list", "data": data})
 
     async def _get_model(self, request: web.Request) -> web.Response:
         model = request.match_info["model"]

@@ -43,6 +43,7 @@ BINARY = "<binary>"  # stands in for an uploaded file in a multipart body
 # (method, path in the spec, body kind) → the request schema in #/components/schemas
 REQUEST_SCHEMAS: dict[tuple[str, str, str], str] = {
     ("POST", "/responses", "json"): "CreateResponse",
+    ("POST", "/chat/completions", "json"): "CreateChatCompletionRequest",
     ("POST", "/conversations", "json"): "CreateConversationBody",
     ("POST", "/conversations/{conversation_id}", "json"): "UpdateConversationBody",
     ("POST", "/files", "multipart"): "CreateFileRequest",
@@ -61,6 +62,7 @@ REQUEST_SCHEMAS: dict[tuple[str, str, str], str] = {
 # The fallback: the SDK's params type for each schema ("module:attribute" under openai.types).
 SDK_PARAMS: dict[str, str] = {
     "CreateResponse": "responses.response_create_params:ResponseCreateParams",
+    "CreateChatCompletionRequest": "chat.completion_create_params:CompletionCreateParams",
     "CreateConversationBody": "conversations.conversation_create_params:ConversationCreateParams",
     "UpdateConversationBody": "conversations.conversation_update_params:ConversationUpdateParams",
     "CreateFileRequest": "file_create_params:FileCreateParams",
