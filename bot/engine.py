@@ -39,6 +39,7 @@ from bot.imaging import (
 from bot.knowledge import KnowledgeBase, parse_kb
 from bot.media import normalize_image
 from bot.metrics import Metrics
+from bot.openai_direct import turn_calls
 from bot.openai_errors import api_error_message
 from bot.protocols import ReplyStream, is_stop_request
 from bot.render import TurnRender
@@ -129,6 +130,7 @@ class ConversationsEngine:
         self.store = store
         self.client = client
         self.metrics = metrics or Metrics()
+        self.calls = turn_calls(settings, client, http, self.metrics)  # a turn's response and new conversation
         self.tools = ToolRegistry.from_settings(settings, http)
         self.choices = Choices.of(settings, self.tools)
         self.json_format = json_text_format(settings.json_schema_file)
@@ -295,7 +297,7 @@ class ConversationsEngine:
         }
         conversation_id = self.pool.take(metadata)
         if conversation_id is None:
-            conversation_id = (await self._guard(self.client.conversations.create(metadata=metadata), model)).id
+            conversation_id = await self._guard(self.calls.create_conversation(metadata), model)
         await self.store.save_conversation(message.key, conversation_id=conversation_id, model=model)
         return str(conversation_id)
 
@@ -461,9 +463,9 @@ class ConversationsEngine:
         completed: Completed | None = None
         streaming = False
         try:
-            # The SDK's generic post: same auth, retries and errors as responses.create, without its per-request
-            # parameter transform and per-event models (most of the CPU of a turn; README, Performance).
-            raw = await self.client.post("/responses", cast_to=httpx2.Response, body=request, stream=True)
+            # Straight on the aiohttp session with the SDK's auth, retries and errors (bot.openai_direct): no
+            # per-request SDK pipeline, parameter transform or per-event models (README, Performance).
+            raw = await self.calls.stream("/responses", request)
             try:
                 async for event in sse_events(raw.aiter_lines()):
                     streaming = True

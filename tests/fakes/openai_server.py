@@ -122,6 +122,8 @@ class Reply:
     error_code: str | None = None
     """Code for ``status``/``end`` failed/error (defaults: per status; ``server_error`` for failed/error)."""
     error_message: str | None = None
+    retry_after: str | None = None
+    """The error's ``retry-after`` header (default: ``0`` for 429, none otherwise)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1322,7 +1324,8 @@ def _status_error(reply: Reply, body: Mapping[str, Any]) -> web.Response:
     message, kind, code = STATUS_ERRORS.get(status, (f"Scripted HTTP {status}.", "server_error", None))
     if status == 404:
         message = f"The model '{body.get('model')}' does not exist or you do not have access to it."
-    headers = {"retry-after": "0"} if status == 429 else None
+    retry_after = reply.retry_after or ("0" if status == 429 else None)
+    headers = {"retry-after": retry_after} if retry_after is not None else None
     return error_response(status, reply.error_message or message, kind, reply.error_code or code, headers=headers)
 
 
