@@ -19,6 +19,7 @@ from typing import Any
 
 from bot.answer_format import JSON, JSON_INSTRUCTION
 from bot.attachments_in import INLINE_TEXT_LIMIT, AttachmentReader
+from bot.channel_settings import CHANNEL_INSTRUCTIONS
 from bot.errors import AttachmentError, UserFacingError
 from bot.history import entry, estimate_tokens, fit, input_budget, messages_of
 from bot.knowledge import parse_kb
@@ -297,6 +298,8 @@ class LocalEngine:
         turn: _Turn,
     ) -> None:
         instructions = self.settings.instructions
+        if persona := await self.channel_value(message.key.platform, message.key.channel, "instructions"):
+            instructions = f"{instructions}\n\n{CHANNEL_INSTRUCTIONS}\n{persona}"  # as the OpenAI engine does
         if message.answer_format == JSON:
             instructions = f"{instructions}\n\n{JSON_INSTRUCTION}"
         system = {"role": "system", "content": instructions}

@@ -1,7 +1,8 @@
 """Server-sent events as plain dicts.
 
-The engine reads the Responses stream as a raw response from the SDK's generic ``post`` and decodes the events
-itself: building a typed pydantic model for every delta was most of the bot's CPU per turn (README, Performance).
+The engine reads the Responses stream as raw lines (``bot.openai_direct``, on the process's aiohttp session) and
+decodes the events itself: building a typed pydantic model for every delta, and the SDK's request pipeline, were
+most of the bot's CPU per turn (README, Performance).
 """
 
 from __future__ import annotations

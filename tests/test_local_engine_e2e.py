@@ -207,10 +207,13 @@ async def test_seed_and_temperature_of_a_channel_are_sent_and_stated(
             KEYS[name].parse(bad, choices)
     await rt.store.set_channel_setting("test", "C1", "seed", "42", set_by="test:admin")
     await rt.store.set_channel_setting("test", "C1", "temperature", "0.2", set_by="test:admin")
+    await rt.store.set_channel_setting("test", "C1", "instructions", "Talk like a pirate.", set_by="test:admin")
     await turn(rt, msg("hi"))
     await turn(rt, msg("hi", channel="C2"))
     c1, c2 = chat_bodies(fake_openai)
     assert (c1["seed"], c1["temperature"]) == (42, 0.2) and "seed" not in c2 and "temperature" not in c2
+    assert c1["messages"][0]["content"].endswith("Talk like a pirate."), "the channel's persona reaches local turns"
+    assert "pirate" not in c2["messages"][0]["content"]
     shown = await rt.commands.run("model", key=ThreadKey("test", "W1", "C1", "t1"), user_id="U1")
     assert shown == "This channel uses `local/llama3` (on local; seed 42, temperature 0.2)."
 
