@@ -295,3 +295,18 @@ async def test_an_openai_style_provider_runs_conversations_without_its_prefix(
     assert [r.json["model"] for r in bodies if isinstance(r.json, dict)] == ["gpt-6.2-sol"] * 2
     assert all(r.headers.get("Authorization") == "Bearer other-key" for r in bodies)
     assert chat_bodies(fake_openai) == [] and len(fake_openai.conversations) == 1
+
+
+async def test_a_voice_note_is_transcribed_by_openai_and_answered_locally_when_allowed(
+    runtime_for: RuntimeFactory, fake_openai: FakeOpenAI
+) -> None:
+    rt = await runtime_for(
+        openai_api_key="sk-test", openai_base_url=fake_openai.base_url, local_openai_transcription=True
+    )
+    voice = bytes_attachment(AttachmentKind.VOICE, "audio/ogg", "note.ogg", media.ogg_opus_voice(1.0))
+    reply = await turn(rt, msg("", attachments=(voice,)))
+    assert reply.failed is None and reply.finished
+    assert [r.path for r in fake_openai.requests if r.path.startswith("/v1/audio/")] == ["/v1/audio/transcriptions"]
+    (body,) = chat_bodies(fake_openai)
+    assert fake_openai.transcript in str(body["messages"][-1]["content"]), "the local model gets the transcript"
+    assert not [r for r in fake_openai.requests if r.path in {"/v1/responses", "/v1/conversations"}]
