@@ -21,7 +21,7 @@ from bot.errors import StartupError
 from bot.logging_setup import setup_logging
 from bot.runtime import Runtime, open_runtime
 from bot.settings import Settings
-from bot.store import SchemaTooNew, StoreUnavailable, open_store
+from bot.store import SchemaTooNew, StoreUnavailable, opened_store
 from bot.usage_report import print_usage, since_argument
 
 log = logging.getLogger("threadline")
@@ -115,15 +115,8 @@ async def _run_adapters(runtime: Runtime, adapters: list[Any]) -> int:
 
 
 async def print_feedback(settings: Settings, limit: int) -> int:
-    try:
-        store = await open_store(settings.database_location, pool_size=1)
-    except (StoreUnavailable, SchemaTooNew) as exc:
-        print(f"threadline: {exc}", file=sys.stderr)
-        return 1
-    try:
+    async with opened_store(settings.database_location) as store:
         rows = await store.recent_feedback(limit)
-    finally:
-        await store.close()
     if not rows:
         print("no feedback yet")
     for row in rows:
@@ -170,10 +163,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings, *(section for section in sections.values() if section is not None))
     if args.command == "doctor":
         return asyncio.run(run_doctor(settings, sections, load_adapter_module))
-    if args.command == "feedback":
-        return asyncio.run(print_feedback(settings, max(1, args.limit)))
-    if args.command == "usage":
-        return asyncio.run(print_usage(settings, args.since, as_csv=args.csv))
+    try:
+        if args.command == "feedback":
+            return asyncio.run(print_feedback(settings, max(1, args.limit)))
+        if args.command == "usage":
+            return asyncio.run(print_usage(settings, args.since, as_csv=args.csv))
+    except (StoreUnavailable, SchemaTooNew) as exc:  # the database of a report
+        print(f"threadline: {exc}", file=sys.stderr)
+        return 1
     local_default = settings.provider_of(settings.model)[0] is not None  # a provider's model needs no OpenAI key
     if not settings.openai_api_key.get_secret_value() and not settings.openai_base_url and not local_default:
         print(

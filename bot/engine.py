@@ -37,6 +37,7 @@ from bot.imaging import (
     check_mask,
 )
 from bot.knowledge import KnowledgeBase, parse_kb
+from bot.ledger import charge
 from bot.media import normalize_image
 from bot.metrics import Metrics
 from bot.openai_direct import turn_calls
@@ -48,7 +49,7 @@ from bot.settings import Settings
 from bot.show_work import answer_ref, show_work, wants_show_work
 from bot.speech import SpeechError, speaker_for
 from bot.sse import sse_events
-from bot.store import AnswerRecord, Store, StoredImage, StoreUnavailable, UsageRow, thread_scope
+from bot.store import AnswerRecord, Store, StoredImage, StoreUnavailable, thread_scope
 from bot.stream_events import CodeRan, Completed, Started, ToolCall, call_title, completed_from, decode
 from bot.tools.registry import ToolContext, ToolRegistry, includes_for
 from bot.types import (
@@ -544,28 +545,7 @@ class ConversationsEngine:
             log.warning("could not store the outputs of %d tool call(s): %s", len(items), type(exc).__name__)
 
     async def _record_usage(self, completed: Completed, message: IncomingMessage, model: str) -> None:
-        usage = completed.usage
-        if usage is None:
-            return
-        self.metrics.tokens(
-            message.key.platform,
-            completed.model or model,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cached_tokens=usage.cached_input_tokens,
-        )
-        await self.store.record_usage(
-            UsageRow(
-                platform=message.key.platform,
-                user=message.user_id,
-                channel=message.key.channel,
-                thread=message.key.thread,
-                model=completed.model or model,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cached_input_tokens=usage.cached_input_tokens,
-            )
-        )
+        await charge(self.store, self.metrics, message, completed.model or model, completed.usage)
 
     async def _deliver_outputs(self, render: TurnRender, state: _TurnState) -> None:
         """Post the files the code made: those its answer cites, then (citations are sometimes missing) new files

@@ -23,6 +23,7 @@ from bot.channel_settings import CHANNEL_INSTRUCTIONS
 from bot.errors import AttachmentError, UserFacingError
 from bot.history import entry, estimate_tokens, fit, input_budget, messages_of
 from bot.knowledge import parse_kb
+from bot.ledger import charge
 from bot.media import normalize_image
 from bot.metrics import Metrics
 from bot.protocols import ReplyStream, is_stop_request
@@ -30,7 +31,7 @@ from bot.providers import Provider, Providers
 from bot.render import TurnRender
 from bot.settings import Settings
 from bot.show_work import wants_show_work
-from bot.store import Store, UsageRow
+from bot.store import Store
 from bot.stream_events import Completed, TextDelta, ToolCall, Usage, call_title, decode
 from bot.tools.registry import ToolContext, ToolRegistry
 from bot.types import AttachmentKind, IncomingMessage, TaskStep, ThreadKey, TurnKind
@@ -448,28 +449,8 @@ class LocalEngine:
         return calls
 
     async def _record_usage(self, completed: Completed, message: IncomingMessage, model: str) -> None:
-        usage = completed.usage
-        if usage is None:
-            return
-        self.metrics.tokens(
-            message.key.platform,
-            model,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cached_tokens=usage.cached_input_tokens,
-        )
-        await self.store.record_usage(
-            UsageRow(
-                platform=message.key.platform,
-                user=message.user_id,
-                channel=message.key.channel,
-                thread=message.key.thread,
-                model=model,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cached_input_tokens=usage.cached_input_tokens,
-            )
-        )
+        """Charged to the channel's model id (``NAME/model``), whatever name the provider reports."""
+        await charge(self.store, self.metrics, message, model, completed.usage)
 
 
 def responses_input(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from typing import TextIO
 from bot.budgets import Limit, Period, Window, limits_for, reset_text
 from bot.prices import ModelPrice, price_for
 from bot.settings import Settings
-from bot.store import FeedbackRow, SchemaTooNew, Store, StoreUnavailable, UsageTotal, open_store
+from bot.store import FeedbackRow, Store, UsageTotal, opened_store
 from bot.types import ThreadKey
 
 USAGE_HELP = "`usage` (yours today and this month); admins: `usage channel` (this channel), `usage all` (everyone)."
@@ -294,16 +294,9 @@ def table_text(
 
 async def print_usage(settings: Settings, since: float, *, as_csv: bool, out: TextIO = sys.stdout) -> int:
     """``threadline usage``: the ledger since a time, as a table or CSV."""
-    try:
-        store = await open_store(settings.database_location, pool_size=1)
-    except (StoreUnavailable, SchemaTooNew) as exc:
-        print(f"threadline: {exc}", file=sys.stderr)
-        return 1
-    try:
+    async with opened_store(settings.database_location) as store:  # its errors are the command line's to print
         totals = await store.usage_summary(since)
         feedback = feedback_counts(await store.feedback_since(since)) if not as_csv else (0, 0)
-    finally:
-        await store.close()
     out.write(
         csv_text(totals, settings.prices) if as_csv else table_text(totals, settings.prices, since, feedback) + "\n"
     )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 
 import openai
 import pytest
@@ -11,6 +12,7 @@ from tests.fakes import spec
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import FakeSlack
+from tests.helpers import AUDIT, AuditLines
 
 # --- OpenAI ---------------------------------------------------------------------------------------
 
@@ -99,3 +101,14 @@ async def pg_database_url(postgres_url: str) -> AsyncIterator[str]:
 
     async with fresh_database(postgres_url) as url:
         yield url
+
+
+@pytest.fixture
+def audit() -> Iterator[AuditLines]:
+    lines, logger = AuditLines(), logging.getLogger(AUDIT)
+    level = logger.level
+    logger.addHandler(lines)
+    logger.setLevel(logging.INFO)
+    yield lines
+    logger.removeHandler(lines)
+    logger.setLevel(level)

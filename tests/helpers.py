@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -198,3 +199,29 @@ class RecordingGateway:
 
     async def wait_idle(self) -> None:
         return None
+
+
+AUDIT = "threadline.audit"
+
+
+class AuditLines(logging.Handler):
+    """Every record of ``threadline.audit`` while a test runs, with a way to wait for more."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+        self.everything: list[logging.LogRecord] = []
+        self._changed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self._changed.set()
+
+    def of(self, event: str) -> list[Any]:
+        return [r for r in self.records if getattr(r, "audit", None) == event]
+
+    async def wait(self, event: str, count: int) -> None:
+        async with asyncio.timeout(10):
+            while len(self.of(event)) < count:
+                self._changed.clear()
+                await self._changed.wait()

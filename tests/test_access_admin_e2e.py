@@ -8,7 +8,7 @@ import json
 import logging
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,47 +25,12 @@ from bot.types import IncomingMessage, ThreadKey
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.slack_server import FakeSlack
-from tests.helpers import RecordingReply, make_settings, spawn_threadline, user_env
+from tests.helpers import AUDIT, AuditLines, RecordingReply, make_settings, spawn_threadline, user_env
 from tests.test_discord_e2e import Harness, answered
 from tests.test_slack_e2e import CHANNEL, DM, SlackBot, SlackHarness
 
 ADMIN, BOB, MALLORY = "U0ADMIN", "U0BOB", "U0MALLORY"
 MANAGE_GUILD, ADMINISTRATOR = 0x20, 0x8
-AUDIT = "threadline.audit"
-
-
-class AuditLines(logging.Handler):
-    """Every record of ``threadline.audit`` while a test runs, with a way to wait for more."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.records: list[logging.LogRecord] = []
-        self.everything: list[logging.LogRecord] = []
-        self._changed = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-        self._changed.set()
-
-    def of(self, event: str) -> list[Any]:
-        return [r for r in self.records if getattr(r, "audit", None) == event]
-
-    async def wait(self, event: str, count: int) -> None:
-        async with asyncio.timeout(10):
-            while len(self.of(event)) < count:
-                self._changed.clear()
-                await self._changed.wait()
-
-
-@pytest.fixture
-def audit() -> Iterator[AuditLines]:
-    lines, logger = AuditLines(), logging.getLogger(AUDIT)
-    level = logger.level
-    logger.addHandler(lines)
-    logger.setLevel(logging.INFO)
-    yield lines
-    logger.removeHandler(lines)
-    logger.setLevel(level)
 
 
 def model_calls(fake_openai: FakeOpenAI) -> list[str]:

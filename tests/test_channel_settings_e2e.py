@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,8 @@ from bot.settings import McpServer
 from bot.types import IncomingMessage, PartKind, ThreadKey
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.slack_server import FakeSlack
-from tests.helpers import RecordingReply, make_settings, spawn_threadline, user_env
-from tests.test_access_admin_e2e import AUDIT, AuditLines, slash
+from tests.helpers import AuditLines, RecordingReply, make_settings, spawn_threadline, user_env
+from tests.test_access_admin_e2e import slash
 from tests.test_retrieval_e2e import POLICY, attachment, pdf_bytes, searched
 from tests.test_slack_e2e import CHANNEL, SlackBot, SlackHarness, responses
 
@@ -46,17 +46,6 @@ async def slack(tmp_path: Path, fake_slack: FakeSlack, fake_openai: FakeOpenAI) 
     harness = SlackHarness(tmp_path, fake_slack, fake_openai)
     yield harness
     await harness.close()
-
-
-@pytest.fixture
-def audit() -> Iterator[AuditLines]:
-    lines, logger = AuditLines(), logging.getLogger(AUDIT)
-    level = logger.level
-    logger.addHandler(lines)
-    logger.setLevel(logging.INFO)
-    yield lines
-    logger.removeHandler(lines)
-    logger.setLevel(level)
 
 
 async def mention(bot: SlackBot, fake: FakeOpenAI, text: str, *, channel: str = CHANNEL) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from bot.types import AttachmentKind, IncomingMessage, ThreadKey, TurnKind
 from tests.fakes import media
 from tests.fakes.chat_completions import ChatReply
 from tests.fakes.openai_server import FakeOpenAI
-from tests.helpers import RecordingReply, make_settings, spawn_threadline, user_env
-from tests.test_engine_e2e import bytes_attachment
+from tests.helpers import make_settings, spawn_threadline, user_env
+from tests.test_engine_e2e import bytes_attachment, turn
 
 RuntimeFactory = Callable[..., Any]
 
@@ -50,14 +50,6 @@ async def runtime_for(tmp_path: Path, fake_openai: FakeOpenAI) -> AsyncIterator[
 
 def msg(text: str, thread: str = "t1", channel: str = "C1", **kw: Any) -> IncomingMessage:
     return IncomingMessage(key=ThreadKey("test", "W1", channel, thread), user_id="U1", text=text, **kw)
-
-
-async def turn(rt: Runtime, message: IncomingMessage) -> RecordingReply:
-    reply = RecordingReply()
-    submission = await rt.gateway.submit(message, reply)
-    if submission.done is not None:
-        await submission.done
-    return reply
 
 
 def chat_bodies(fake: FakeOpenAI) -> list[dict[str, Any]]:

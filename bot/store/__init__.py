@@ -8,6 +8,9 @@ PostgreSQL.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from bot.store.contract import (
     SCHEMA_VERSION,
     AccessRule,
@@ -58,6 +61,7 @@ __all__ = [
     "UsageTotal",
     "channel_scope",
     "open_store",
+    "opened_store",
     "parse_database",
     "thread_scope",
 ]
@@ -73,3 +77,13 @@ async def open_store(location: DatabaseLocation, *, pool_size: int = 10) -> Stor
     from bot.store.sqlite import SqliteStore
 
     return SqliteStore(location.path)
+
+
+@asynccontextmanager
+async def opened_store(location: DatabaseLocation, *, pool_size: int = 1) -> AsyncIterator[Store]:
+    """The store for one short job (a command-line report), closed after it."""
+    store = await open_store(location, pool_size=pool_size)
+    try:
+        yield store
+    finally:
+        await store.close()
